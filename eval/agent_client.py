@@ -12,7 +12,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -35,6 +35,16 @@ class RunOutcome:
     error: str | None = None
     reward: float | None = None
     web_steps: list[WebStep] = field(default_factory=list)
+    finished_by: str | None = None
+    """What ended the run: ``planner`` (it stopped), ``max_steps``, ... (the final event's)."""
+    groundings: int = 0
+    """Grounder outputs seen (one per step), parsed or not."""
+    parse_errors: int = 0
+    """Groundings that were not a valid action list."""
+    actions: int = 0
+    """Actions the executor ran."""
+    actions_failed: int = 0
+    """Of those, the ones that came back with an error."""
 
     @property
     def failed(self) -> bool:
@@ -122,6 +132,7 @@ def parse_run(body: dict[str, Any]) -> RunOutcome:
         if str(last.get("name", "")).lower() == "click" and values and not last.get("error"):
             reward = _as_float(values[0]) if isinstance(values[0], int | float) else None
 
+    finished_by = final.get("finished_by")
     return RunOutcome(
         answer=None if answer is None else str(answer),
         run_id=body.get("run_id") or body.get("id"),
@@ -130,6 +141,11 @@ def parse_run(body: dict[str, Any]) -> RunOutcome:
         error=error,
         reward=reward,
         web_steps=web_steps,
+        finished_by=None if finished_by is None else str(finished_by),
+        groundings=sum(1 for e in events if e.get("type") == "actions"),
+        parse_errors=sum(1 for e in errors if e.get("reason") == "grounding_parse_error"),
+        actions=len(executed_all),
+        actions_failed=sum(1 for e in executed_all if e.get("error")),
     )
 
 
@@ -144,6 +160,20 @@ def _error_text(error: Any) -> str | None:
             return ": ".join(str(part) for part in (reason, message) if part)
         return str(error)
     return str(error)
+
+
+class TaskRunner(Protocol):
+    """What the harness sends questions to: the agent (`AgentClient`) or a baseline."""
+
+    async def run(
+        self,
+        task: str,
+        *,
+        domain: str,
+        max_steps: int | None,
+        question_id: str | None = None,
+        environment: str | None = None,
+    ) -> RunOutcome: ...
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,16 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from eval.agent_client import AgentClient, GatewayTarget
-from eval.datasets import BENCHMARKS, DEFAULT_DATA_DIR, DatasetError, get_benchmark, load_questions
+from eval.agent_client import AgentClient, GatewayTarget, TaskRunner
+from eval.baselines import METHODS, BaselineClient, exemplars
+from eval.datasets import (
+    BENCHMARKS,
+    DEFAULT_DATA_DIR,
+    SPLITS,
+    DatasetError,
+    get_benchmark,
+    load_questions,
+)
 from eval.harness import EvalOptions, StepBudget, read_predictions, run_benchmark
 from eval.judge import JudgeConfig, LLMJudge
 from eval.metrics import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
@@ -74,6 +82,28 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--formulation", default="iterative", choices=["iterative", "onetime"])
     run.add_argument("--concurrency", "-n", type=int, default=4, help="runs in flight at once")
     run.add_argument("--limit", type=int, help="only the first N questions of each benchmark")
+    run.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="GSM8K/SVAMP: 'test' = only the questions training/ holds out (training.split), "
+        "'train' = the others; default all",
+    )
+    run.add_argument(
+        "--method",
+        choices=("lumos", *METHODS),
+        default="lumos",
+        help="'lumos' (default): the agent through the gateway; 'fewshot-cot' / 'direct': the "
+        "base model alone, few-shot prompted, through --model-url (maths benchmarks)",
+    )
+    run.add_argument(
+        "--model-url",
+        default=os.environ.get("LUMOS_EVAL_MODEL_URL", "http://127.0.0.1:8001"),
+        help="--method fewshot-cot/direct: OpenAI-compatible server (env LUMOS_EVAL_MODEL_URL)",
+    )
+    run.add_argument(
+        "--model", default="lumos-base", help="--method fewshot-cot/direct: served model name"
+    )
     run.add_argument(
         "--data-dir",
         type=Path,
@@ -183,8 +213,10 @@ def _write_report(out_dir: Path, console: Console) -> bool:
 
 
 async def _run_all(args: argparse.Namespace, console: Console) -> int:
+    # a baseline's predictions and report rows are labelled with its name
+    label = args.formulation if args.method == "lumos" else args.method
     options = EvalOptions(
-        formulation=args.formulation,
+        formulation=label,
         concurrency=args.concurrency,
         step_budget=args.max_steps,
         retry_errors=not args.no_retry_errors,
@@ -200,7 +232,24 @@ async def _run_all(args: argparse.Namespace, console: Console) -> int:
     async with httpx.AsyncClient(
         limits=limits, timeout=httpx.Timeout(args.timeout, connect=10.0)
     ) as client:
-        agent = AgentClient(target, client)
+        agent: TaskRunner
+        if args.method == "lumos":
+            agent = AgentClient(target, client)
+        else:
+            not_maths = [b for b in args.benchmarks if get_benchmark(b).domain != "maths"]
+            if not_maths:
+                raise DatasetError(
+                    f"--method {args.method} is a maths baseline; {', '.join(not_maths)} "
+                    "is not maths (use --method lumos)"
+                )
+            agent = BaselineClient(
+                args.method,
+                args.model_url,
+                args.model,
+                exemplars=exemplars(args.data_dir),
+                client=client,
+                timeout_s=args.timeout,
+            )
         judge = None
         if args.judge_url:
             judge = LLMJudge(
@@ -216,9 +265,9 @@ async def _run_all(args: argparse.Namespace, console: Console) -> int:
             benchmark = get_benchmark(name)
             path = {"mind2web": args.mind2web_data, "webshop": args.webshop_data}.get(name)
             questions = load_questions(
-                benchmark, data_dir=args.data_dir, path=path, limit=args.limit
+                benchmark, data_dir=args.data_dir, path=path, limit=args.limit, split=args.split
             )
-            out = predictions_path(args.out_dir, name, args.formulation)
+            out = predictions_path(args.out_dir, name, label)
             result = await run_benchmark(
                 benchmark,
                 questions,

@@ -40,8 +40,10 @@ from typing import Any
 
 from eval.metrics import gsm8k_gold, strategyqa_gold, svamp_gold
 from lumos.domains import DOMAINS, domain_for_dataset
+from training.split import is_test
 
 DEFAULT_DATA_DIR = Path("../shared/data/eval")
+SPLITS = ("all", "train", "test")
 
 
 class DatasetError(ValueError):
@@ -307,8 +309,15 @@ def load_questions(
     data_dir: Path = DEFAULT_DATA_DIR,
     path: Path | None = None,
     limit: int | None = None,
+    split: str = "all",
 ) -> list[Question]:
-    """The benchmark's questions, from `path` or its file under `data_dir`; the first `limit` only."""
+    """The benchmark's questions, from `path` or its file under `data_dir`; the first `limit` only.
+
+    `split` ``test`` keeps the questions `training.split.is_test` holds out from training
+    (GSM8K and SVAMP are also annotation sources), ``train`` the others, ``all`` every one.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if path is None:
         if benchmark.default_file is None:
             raise DatasetError(
@@ -316,4 +325,6 @@ def load_questions(
             )
         path = data_dir / benchmark.default_file
     questions = benchmark.load(path)
+    if split != "all":
+        questions = [q for q in questions if is_test(q.task) == (split == "test")]
     return questions[:limit] if limit is not None else questions

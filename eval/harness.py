@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from eval.agent_client import AgentClient, RunOutcome
+from eval.agent_client import RunOutcome, TaskRunner
 from eval.datasets import Benchmark, Question
 from eval.judge import JudgeError, LLMJudge, is_correct_verdict
 from eval.metrics import strip_answer_prefix
@@ -134,7 +134,7 @@ async def _judge_record(
 async def evaluate_one(
     question: Question,
     benchmark: Benchmark,
-    agent: AgentClient,
+    agent: TaskRunner,
     options: EvalOptions,
     judge: LLMJudge | None = None,
 ) -> dict[str, Any]:
@@ -168,6 +168,11 @@ async def evaluate_one(
         "run_id": outcome.run_id,
         "status": outcome.status,
         "formulation": options.formulation,
+        "finished_by": outcome.finished_by,
+        "groundings": outcome.groundings,
+        "parse_errors": outcome.parse_errors,
+        "actions": outcome.actions,
+        "actions_failed": outcome.actions_failed,
     }
     if question.task != question.question:
         record["task"] = question.task
@@ -185,7 +190,7 @@ async def run_benchmark(
     questions: Iterable[Question],
     predictions_path: Path,
     *,
-    agent: AgentClient,
+    agent: TaskRunner,
     options: EvalOptions = EvalOptions(),
     judge: LLMJudge | None = None,
     console: Console | None = None,

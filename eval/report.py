@@ -37,6 +37,12 @@ class BenchmarkSummary:
     latency_p50_s: float | None
     latency_p95_s: float | None
     rows: list[MetricRow] = field(default_factory=list)
+    hit_max_steps: int = 0  # runs (not failed) that ended at the step limit
+    finished_known: int = 0  # runs (not failed) whose record says what ended them
+    groundings: int = 0
+    parse_errors: int = 0
+    actions: int = 0
+    actions_failed: int = 0
 
     @property
     def headline(self) -> MetricRow | None:
@@ -73,6 +79,27 @@ def summarize(benchmark: str, records: Sequence[dict[str, Any]]) -> BenchmarkSum
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
         rows=rows,
+        hit_max_steps=sum(1 for r in ok if r.get("finished_by") == "max_steps"),
+        finished_known=sum(1 for r in ok if r.get("finished_by") is not None),
+        groundings=sum(int(r.get("groundings") or 0) for r in records),
+        parse_errors=sum(int(r.get("parse_errors") or 0) for r in records),
+        actions=sum(int(r.get("actions") or 0) for r in records),
+        actions_failed=sum(int(r.get("actions_failed") or 0) for r in records),
+    )
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({100 * part / whole:.1f} %)" if whole else "-"
+
+
+def agent_line(s: BenchmarkSummary) -> str | None:
+    """The agent's own health: step limit reached, groundings parsed, actions executed."""
+    if not s.finished_known and not s.groundings:
+        return None
+    return (
+        f"Runs that hit max_steps: {_rate(s.hit_max_steps, s.finished_known)}; groundings "
+        f"that parsed: {_rate(s.groundings - s.parse_errors, s.groundings)}; actions executed "
+        f"without error: {_rate(s.actions - s.actions_failed, s.actions)}."
     )
 
 
@@ -110,6 +137,8 @@ def markdown(summaries: Sequence[BenchmarkSummary]) -> str:
                 f"| {s.errors} | {_num(s.mean_steps, '{:.2f}')} | {_num(s.latency_p50_s, '{:.2f}')} "
                 f"| {_num(s.latency_p95_s, '{:.2f}')} |"
             )
+        if (health := agent_line(s)) is not None:
+            lines += ["", health]
         if any(row.value is None and row.metric.key == "llm_acc" for row in s.rows):
             lines.append("")
             lines.append("LLM-judged accuracy: no judge configured (`--judge-url`).")

@@ -31,6 +31,7 @@ from lumos.trace import ExecutedAction
 # The Lumos harness decodes greedily, one line per turn, at most 512 new tokens.
 MAX_TOKENS = 512
 STOP = ("\n",)
+FORMULATIONS = ("iterative", "onetime")
 READY_PROBE_S = 0.9
 
 
@@ -154,8 +155,10 @@ class ComponentCheck:
 
 
 class ModuleProvider(Protocol):
-    def for_run(self, run_id: str, completed_steps: int) -> RunModules:
-        """The modules of one run, resumed after `completed_steps` steps."""
+    def for_run(
+        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+    ) -> RunModules:
+        """The modules of one run of `formulation`, resumed after `completed_steps` steps."""
         ...
 
     async def check(self) -> dict[str, ComponentCheck]:
@@ -189,29 +192,46 @@ class RemoteModules:
                 for url in urls
             ]
 
-        self.planners = clients(settings.planner_urls, settings.planner_model)
-        self.grounders = clients(settings.grounder_urls, settings.grounder_model)
+        # formulation -> replicas; a formulation whose models are the same shares the clients
+        self.planners: dict[str, list[CompletionModule]] = {}
+        self.grounders: dict[str, list[CompletionModule]] = {}
+        by_model: dict[tuple[str, str], list[CompletionModule]] = {}
+        for formulation in FORMULATIONS:
+            planner_model, grounder_model = settings.module_models(formulation)
+            for role, urls, model, table in (
+                ("plan", settings.planner_urls, planner_model, self.planners),
+                ("ground", settings.grounder_urls, grounder_model, self.grounders),
+            ):
+                if (role, model) not in by_model:
+                    by_model[(role, model)] = clients(urls, model)
+                table[formulation] = by_model[(role, model)]
         self.executor = HTTPExecutor(
             settings.executor_url, client=client, timeout_s=settings.module_timeout_s
         )
 
-    def for_run(self, run_id: str, completed_steps: int) -> RunModules:
+    def for_run(
+        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+    ) -> RunModules:
+        planners = self.planners.get(formulation, self.planners["iterative"])
+        grounders = self.grounders.get(formulation, self.grounders["iterative"])
         return RunModules(
-            planner=self.planners[replica_index(run_id, len(self.planners))],
-            grounder=self.grounders[replica_index(run_id, len(self.grounders))],
+            planner=planners[replica_index(run_id, len(planners))],
+            grounder=grounders[replica_index(run_id, len(grounders))],
             executor=self.executor,
         )
 
     async def check(self) -> dict[str, ComponentCheck]:
         s = self.settings
+        planner_models = sorted({s.module_models(f)[0] for f in FORMULATIONS})
+        grounder_models = sorted({s.module_models(f)[1] for f in FORMULATIONS})
         planner, grounder, executor = await asyncio.gather(
-            self._check_models(s.planner_urls, s.planner_model),
-            self._check_models(s.grounder_urls, s.grounder_model),
+            self._check_models(s.planner_urls, planner_models),
+            self._check_models(s.grounder_urls, grounder_models),
             self._probe(s.executor_url, "/readyz"),
         )
         return {"planner": planner, "grounder": grounder, "executor": executor}
 
-    async def _probe(self, url: str, path: str, model: str | None = None) -> ComponentCheck:
+    async def _probe(self, url: str, path: str, models: Sequence[str] = ()) -> ComponentCheck:
         started = time.perf_counter()
         try:
             report = await wait_ready(
@@ -220,17 +240,19 @@ class RemoteModules:
         except NotReadyError as exc:
             return ComponentCheck("down", str(exc), time.perf_counter() - started)
         elapsed = time.perf_counter() - started
-        if model is not None and model not in report.models:
+        missing = [m for m in models if m not in report.models]
+        if missing:
             return ComponentCheck(
                 "down",
-                f"{url} does not serve model {model!r} (it serves {', '.join(report.models) or 'none'}); "
-                "set LUMOS_PLANNER_MODEL / LUMOS_GROUNDER_MODEL to its served name",
+                f"{url} does not serve model {', '.join(map(repr, missing))} (it serves "
+                f"{', '.join(report.models) or 'none'}); set LUMOS_PLANNER_MODEL / "
+                "LUMOS_GROUNDER_MODEL (and the *_ONETIME ones) to its served names",
                 elapsed,
             )
         return ComponentCheck("ok", url, elapsed)
 
-    async def _check_models(self, urls: Sequence[str], model: str) -> ComponentCheck:
-        checks = await asyncio.gather(*(self._probe(u, "/v1/models", model) for u in urls))
+    async def _check_models(self, urls: Sequence[str], models: Sequence[str]) -> ComponentCheck:
+        checks = await asyncio.gather(*(self._probe(u, "/v1/models", models) for u in urls))
         down = [c for c in checks if c.status != "ok"]
         latency = max(c.latency_s for c in checks)
         if down:
@@ -239,7 +261,8 @@ class RemoteModules:
                 f"{len(down)}/{len(checks)} replicas down: " + "; ".join(c.detail for c in down),
                 latency,
             )
-        return ComponentCheck("ok", f"{len(checks)} replica(s) serve {model!r}", latency)
+        names = ", ".join(map(repr, models))
+        return ComponentCheck("ok", f"{len(checks)} replica(s) serve {names}", latency)
 
     async def aclose(self) -> None:
         return None  # the shared client belongs to the app
@@ -253,7 +276,9 @@ class FixedModules:
     ) -> None:
         self.modules = RunModules(planner, grounder, executor)
 
-    def for_run(self, run_id: str, completed_steps: int) -> RunModules:
+    def for_run(
+        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+    ) -> RunModules:
         return self.modules
 
     async def check(self) -> dict[str, ComponentCheck]:
@@ -321,7 +346,9 @@ class ScriptedModules:
             ) from exc
         return cls(spec, str(path))
 
-    def for_run(self, run_id: str, completed_steps: int) -> RunModules:
+    def for_run(
+        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+    ) -> RunModules:
         s = self.spec
         return RunModules(
             planner=_Delayed(

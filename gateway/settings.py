@@ -57,6 +57,26 @@ class GatewaySettings(BaseSettings):
     grounder_model: str = Field(
         default="lumos-ground", description="Served model name of the grounder."
     )
+    planner_model_onetime: str | None = Field(
+        default=None,
+        description="Served model name of the planner for onetime runs (Lumos-O: the paper "
+        "trains a separate checkpoint per formulation); unset: LUMOS_PLANNER_MODEL.",
+    )
+    grounder_model_onetime: str | None = Field(
+        default=None,
+        description="Served model name of the grounder for onetime runs; unset: "
+        "LUMOS_GROUNDER_MODEL.",
+    )
+
+    def module_models(self, formulation: str) -> tuple[str, str]:
+        """(planner, grounder) served model names for runs of `formulation`."""
+        if formulation == "onetime":
+            return (
+                self.planner_model_onetime or self.planner_model,
+                self.grounder_model_onetime or self.grounder_model,
+            )
+        return self.planner_model, self.grounder_model
+
     executor_url: str = Field(
         default="http://localhost:8003",
         description="Base URL of the executor service (POST /v1/execute).",

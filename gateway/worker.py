@@ -195,7 +195,7 @@ class RunWorker:
         completed = steps_from_events(stored)
         events = list(stored)
         already_started = any(ev.type == "started" for ev in stored)
-        modules = self.modules.for_run(record.id, len(completed))
+        modules = self.modules.for_run(record.id, len(completed), str(record.formulation))
         assert record.started_at is not None
         deadline_at = record.started_at + record.deadline_s
         remaining_s = deadline_at - time.time()

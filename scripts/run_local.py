@@ -22,6 +22,12 @@ from pathlib import Path
 
 # Run as a script from the repository root: make the project's packages importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from services.modelserver.adapters import (  # noqa: E402
+    AdapterError,
+    adapter_folders,
+    gateway_env,
+    server_env,
+)
 from services.processes import ManagedProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +92,12 @@ def wait_http(child: ManagedProcess, url: str, deadline_s: float, what: str) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=os.environ.get("LUMOS_MODEL_PATH", ""))
+    p.add_argument(
+        "--adapters",
+        default=os.environ.get("LUMOS_ADAPTERS", str(ROOT / "models" / "lumos-mini")),
+        help="folder of LoRA adapters of --model served as the planner and grounder "
+        "(default: Lumos-mini, models/lumos-mini); 'none': the base model alone",
+    )
     p.add_argument("--gateway-port", type=int, default=int(os.environ.get("LUMOS_PORT", 8000)))
     p.add_argument("--model-port", type=int, default=int(os.environ.get("LUMOS_MODEL_PORT", 8001)))
     p.add_argument(
@@ -124,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             "redis-server is not installed: `apt-get install redis-server` (make run does it as root)"
         )
         return 2
+    model_env: dict[str, str] = {}
+    module_env: dict[str, str] = {}
+    if args.adapters.lower() != "none":
+        try:
+            model_env = server_env(adapter_folders(Path(args.adapters)))
+        except AdapterError as exc:
+            print(f"{exc}\n(set LUMOS_ADAPTERS to another folder, or to none)")
+            return 2
+        module_env = gateway_env()
     vllm_python = ROOT / ".venv-vllm" / "bin" / "python"
     if not vllm_python.exists():
         print("the vLLM CPU build is missing (.venv-vllm): run `make vllm`")
@@ -177,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The action grammar over a 262K-token vocabulary takes ~10 s to compile on
                 # 2 cores, past vLLM's 5 s default; the first grounding would fail with a 500.
                 "VLLM_REGEX_COMPILATION_TIMEOUT_S": "120",
+                **model_env,
             },
         ),  # fmt: skip
         child(
@@ -202,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 # A small model on 2 CPU cores writes ~15-20 tokens/s: allow long runs.
                 "LUMOS_RUN_DEADLINE_S": os.environ.get("LUMOS_RUN_DEADLINE_S", "1200"),
                 "LUMOS_MODULE_TIMEOUT_S": os.environ.get("LUMOS_MODULE_TIMEOUT_S", "300"),
+                **module_env,
             },
         ),
     ]
@@ -220,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: (stop_all(), sys.exit(143)))
     t0 = time.monotonic()
     try:
-        print(f"starting Redis, the model server ({model.name}), the executor and the gateway")
+        served = f"{model.name}" + (
+            f" + the LoRA adapters in {args.adapters}" if model_env else ", no adapters"
+        )
+        print(f"starting Redis, the model server ({served}), the executor and the gateway")
         print(f"logs: {LOG_DIR.relative_to(ROOT)}/")
         for c in children:
             c.start()

@@ -54,6 +54,8 @@ class TrainConfig:
     save_steps: int = 0  # 0: save at the end of each epoch
     seed: int = 42
     max_examples: int = 0  # 0: all
+    sample_examples: bool = False  # max_examples drawn at random (seed) instead of the first
+    group_by_length: bool = True  # batch examples of similar length (less padding)
     exclude_test: bool = True  # drop GSM8K/SVAMP annotations whose question is in the test split
 
     def gradient_accumulation_steps(self, world_size: int) -> int:

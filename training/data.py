@@ -9,6 +9,7 @@ SVAMP) whose question is in the test split are dropped (`training.split`).
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,12 @@ class DataReport:
     examples: int = 0
     tokens: int = 0
     trained_tokens: int = 0
+    sampled_from: int = 0  # usable examples before a seeded sample of max_examples
 
     def summary(self) -> str:
+        sample = f" (a seeded sample of {self.sampled_from})" if self.sampled_from else ""
         return (
-            f"{self.examples} examples from {self.annotations} annotations in "
+            f"{self.examples} examples{sample} from {self.annotations} annotations in "
             f"{len(self.files)} file(s); skipped {len(self.unparsable)} unparsable lines; "
             f"dropped {self.test_dropped} test-split, "
             f"{self.unrenderable} unrenderable, {self.truncated_away} with no answer left "
@@ -77,7 +80,13 @@ def load_examples(
     *,
     exclude_test: bool = True,
     max_examples: int = 0,
+    sample_seed: int | None = None,
 ) -> tuple[list[Encoded], DataReport]:
+    """Every usable example of `files`, encoded; `max_examples` > 0 keeps that many.
+
+    Which ones: the first in file order, or with `sample_seed` a random sample drawn with
+    that seed across all files (so a mix of datasets, the same sample every run).
+    """
     module, formulation = Module(module), Formulation(formulation)
     report = DataReport(files=[str(f) for f in files])
     examples: list[Encoded] = []
@@ -102,8 +111,13 @@ def load_examples(
             examples.append(encoded)
             report.tokens += len(encoded.input_ids)
             report.trained_tokens += encoded.trained_tokens
-            if max_examples and len(examples) >= max_examples:
+            if max_examples and sample_seed is None and len(examples) >= max_examples:
                 report.examples = len(examples)
                 return examples, report
+    if max_examples and sample_seed is not None and len(examples) > max_examples:
+        report.sampled_from = len(examples)
+        examples = random.Random(sample_seed).sample(examples, max_examples)
+        report.tokens = sum(len(e.input_ids) for e in examples)
+        report.trained_tokens = sum(e.trained_tokens for e in examples)
     report.examples = len(examples)
     return examples, report

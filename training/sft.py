@@ -44,23 +44,77 @@ class RunResult:
 
 
 class PaddingCollator:
-    """Right-pads a batch to its longest example (labels with -100)."""
+    """Right-pads a batch to its longest example (labels with -100).
+
+    Takes `Encoded` examples or the ``{"input_ids", "labels"}`` dicts `train` hands the
+    `Trainer` (its length-grouped sampler reads ``input_ids`` from dict items).
+    """
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
 
-    def __call__(self, batch: Sequence[Encoded]) -> dict[str, Any]:
+    def __call__(self, batch: Sequence[Encoded | dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(e.input_ids) for e in batch)
-        ids = [e.input_ids + [self.pad_token_id] * (width - len(e.input_ids)) for e in batch]
-        labels = [e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in batch]
-        mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
+        pairs = [
+            (e["input_ids"], e["labels"]) if isinstance(e, dict) else (e.input_ids, e.labels)
+            for e in batch
+        ]
+        width = max(len(i) for i, _ in pairs)
+        ids = [i + [self.pad_token_id] * (width - len(i)) for i, _ in pairs]
+        labels = [lab + [IGNORE_INDEX] * (width - len(lab)) for _, lab in pairs]
+        mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in pairs]
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
             "attention_mask": torch.tensor(mask, dtype=torch.long),
         }
+
+
+def answer_token_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean next-token cross entropy over the labelled positions, like ``model(labels=...)``.
+
+    The output projection runs only on the hidden states whose next token carries a label:
+    with Gemma's 262K-entry vocabulary it is most of a small model's compute, and the
+    answers are 8-35 % of a Lumos conversation's tokens, so this is ~2x faster on CPU.
+    """
+    import torch
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+
+def _trainer_class() -> Any:
+    from transformers import Trainer
+
+    class AnswerTokenTrainer(Trainer):
+        """`Trainer` whose loss is `answer_token_loss`, a mean per batch."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # our loss is a per-batch mean: let Trainer divide by the accumulation steps
+            self.model_accepts_loss_kwargs = False
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            loss = answer_token_loss(model, inputs)
+            return (loss, None) if return_outputs else loss
+
+    return AnswerTokenTrainer
 
 
 def _progress_callback() -> Any:
@@ -104,7 +158,6 @@ def train(config: TrainConfig) -> RunResult:
         AutoModelForCausalLM,
         AutoTokenizer,
         PrinterCallback,
-        Trainer,
         TrainingArguments,
     )
 
@@ -123,6 +176,7 @@ def train(config: TrainConfig) -> RunResult:
         config.max_length,
         exclude_test=config.exclude_test,
         max_examples=config.max_examples,
+        sample_seed=config.seed if config.sample_examples else None,
     )
     print(f"data: {report.summary()}", flush=True)
     for why in report.unparsable[:5]:
@@ -184,11 +238,13 @@ def train(config: TrainConfig) -> RunResult:
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        # batches of similar lengths: less padding (the conversations vary 3-5x in length)
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
     )
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
-        train_dataset=examples,
+        train_dataset=[{"input_ids": e.input_ids, "labels": e.labels} for e in examples],
         data_collator=PaddingCollator(tokenizer.pad_token_id),
         callbacks=[_progress_callback()],
     )

@@ -87,6 +87,24 @@ def test_a_missing_model_folder_says_how_to_get_one(tmp_path: Path) -> None:
     assert "LUMOS_MODEL_PATH" in proc.stdout
 
 
+def test_an_incomplete_adapter_folder_says_what_is_missing(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    adapters = tmp_path / "adapters"
+    (adapters / "plan_iterative").mkdir(parents=True)
+    (adapters / "plan_iterative" / "adapter_config.json").write_text('{"r": 8}')
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(model), "--adapters", str(adapters),
+         *_ports()],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "plan_iterative lacks adapter_model.safetensors" in proc.stdout
+    assert "python -m training.mini pack" in proc.stdout
+    assert "LUMOS_ADAPTERS" in proc.stdout
+
+
 @pytest.mark.vllm
 @pytest.mark.redis
 @pytest.mark.slow
@@ -96,7 +114,7 @@ def test_stack_answers_a_task_then_stops_cleanly_when_the_model_server_dies(vllm
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--model", str(vllm_server.model_dir), *ports,
-         "--kv-cache-gib", "1"],
+         "--kv-cache-gib", "1", "--adapters", "none"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         start_new_session=True,
     )  # fmt: skip

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from eval.datasets import BENCHMARKS, DEFAULT_DATA_DIR, DatasetError, load_questions, question_id
+from eval.datasets import (
+    BENCHMARKS,
+    DEFAULT_DATA_DIR,
+    DatasetError,
+    get_benchmark,
+    load_questions,
+    question_id,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
 
@@ -169,3 +176,22 @@ def test_benchmarks_run_as_their_task_family():
         "mind2web": "web_agent",
         "webshop": "webshop",
     }
+
+
+def test_split_keeps_the_test_or_train_part_by_the_training_rule(tmp_path):
+    from training.split import is_test
+
+    questions = [f"How many apples are {n} plus {n}?" for n in range(40)]
+    _jsonl(
+        tmp_path / "gsm8k" / "dev.jsonl", [{"question": q, "answer": "#### 1"} for q in questions]
+    )
+    benchmark = get_benchmark("gsm8k")
+    test = load_questions(benchmark, data_dir=tmp_path, split="test")
+    train = load_questions(benchmark, data_dir=tmp_path, split="train")
+    expected_test = [q for q in questions if is_test(q)]
+    assert 0 < len(expected_test) < len(questions)
+    assert [q.task for q in test] == expected_test
+    assert [q.task for q in train] == [q for q in questions if not is_test(q)]
+    assert len(load_questions(benchmark, data_dir=tmp_path)) == 40
+    with pytest.raises(DatasetError, match="unknown split 'dev'"):
+        load_questions(benchmark, data_dir=tmp_path, split="dev")

@@ -472,3 +472,46 @@ def test_webshop_reward_is_read_from_the_buy_click_when_the_final_event_has_none
     assert (outcome.reward, outcome.steps, outcome.run_id) == (0.75, 2, "w1")
     no_buy = parse_run({"status": "succeeded", "answer": "x", "trace": trace[:1]})
     assert no_buy.reward is None
+
+
+def test_parse_run_counts_groundings_parse_errors_actions_and_what_ended_the_run():
+    def executed(error=None):
+        return {"name": "Calculator", "args": "1+1", "values": ["2"], "error": error}
+
+    body = {
+        "status": "succeeded",
+        "trace": [
+            {"type": "actions", "step": 1, "data": {"text": "R1 = Calculator(1+1)"}},
+            {"type": "results", "step": 1, "data": {"executed": [executed(), executed("boom")]}},
+            {"type": "actions", "step": 2, "data": {"text": "not an action"}},
+            {"type": "error", "step": 2, "data": {"reason": "grounding_parse_error"}},
+            {"type": "final", "step": 1, "data": {"answer": "2", "finished_by": "max_steps"}},
+        ],
+    }
+    outcome = parse_run(body)
+    assert (outcome.groundings, outcome.parse_errors) == (2, 1)
+    assert (outcome.actions, outcome.actions_failed) == (2, 1)
+    assert outcome.finished_by == "max_steps"
+
+
+def test_report_says_how_often_runs_hit_max_steps_and_groundings_parsed(tmp_path):
+    def rec(i, finished_by, groundings, parse_errors, actions, failed, error=None):
+        return {
+            "id": f"q{i}", "formulation": "iterative", "error": error, "steps": 1,
+            "latency_s": 1.0, "scores": {"accuracy_numeric": 0.0},
+            "finished_by": finished_by, "groundings": groundings,
+            "parse_errors": parse_errors, "actions": actions, "actions_failed": failed,
+        }  # fmt: skip
+
+    records = [
+        rec(1, "planner", 2, 0, 3, 0),
+        rec(2, "max_steps", 4, 1, 3, 1),
+        rec(3, "planner", 1, 1, 0, 0),
+        rec(4, None, 0, 0, 0, 0, error="refused"),  # failed: not counted for max_steps
+    ]
+    md_path, _, (summary,) = write_report([("svamp", records)], tmp_path)
+    # max_steps 1 of the 3 runs that ended; groundings 7, 2 unparsable; actions 6, 1 failed
+    assert (
+        "Runs that hit max_steps: 1/3 (33.3 %); groundings that parsed: 5/7 (71.4 %); "
+        "actions executed without error: 5/6 (83.3 %)."
+    ) in md_path.read_text()

@@ -206,6 +206,50 @@ async def test_readiness_checks_each_module_and_the_served_model_name():
     assert "some-other-model" in checks["grounder"].detail
 
 
+async def test_onetime_runs_use_the_onetime_model_names_when_set():
+    seen: list[dict] = []
+    async with serve(fake_model_server("lumos-plan", seen)) as url, httpx.AsyncClient() as http:
+        settings = GatewaySettings(
+            planner_urls=url,
+            grounder_urls=url,
+            planner_model_onetime="lumos-plan-onetime",
+            grounder_model_onetime="lumos-ground-onetime",
+        )
+        modules = RemoteModules(settings, http)
+        for formulation in ("iterative", "onetime"):
+            run = modules.for_run("r", 0, formulation)
+            await run.planner.generate("p")
+            await run.grounder.generate("g")
+        # unset: onetime runs fall back to the iterative names
+        plain = RemoteModules(GatewaySettings(planner_urls=url, grounder_urls=url), http)
+        await plain.for_run("r", 0, "onetime").planner.generate("p")
+    assert [body["model"] for body in seen] == [
+        "lumos-plan",
+        "lumos-ground",
+        "lumos-plan-onetime",
+        "lumos-ground-onetime",
+        "lumos-plan",
+    ]
+
+
+async def test_readiness_names_every_missing_onetime_model():
+    async with (
+        serve(fake_model_server("lumos-plan", [])) as url,
+        serve(fake_executor([])) as executor,
+        httpx.AsyncClient() as http,
+    ):
+        settings = GatewaySettings(
+            planner_urls=url,
+            grounder_urls=url,
+            executor_url=executor,
+            planner_model_onetime="lumos-plan-onetime",
+        )
+        checks = await RemoteModules(settings, http).check()
+    assert checks["planner"].status == "down"
+    assert "'lumos-plan-onetime'" in checks["planner"].detail
+    assert "'lumos-plan'" not in checks["planner"].detail.split("(it serves")[0]
+
+
 async def test_scripted_harness_skips_the_outputs_of_completed_steps(tmp_path):
     path = tmp_path / "recording.json"
     path.write_text(json.dumps(recording(delay_s=0.01)))

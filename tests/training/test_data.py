@@ -37,3 +37,31 @@ def test_annotate_cli_writes_only_train_questions_and_prints_the_pass_rate(
     annotations = list(read_annotations(out))
     assert len(annotations) == 650 and not any(is_test(a.task) for a in annotations)
     assert json.loads(out.read_text().splitlines()[0])["source"] == "rules:svamp"
+
+
+def test_a_seeded_sample_mixes_the_files_and_is_the_same_every_time(
+    svamp_rows, tiny_tokenizer, tmp_path
+) -> None:
+    train_rows, _ = split(svamp_rows[:80], lambda r: task_of("svamp", r))
+    passed = annotate_rules("svamp", train_rows).passed
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_jsonl(first, passed[:30])
+    write_jsonl(second, passed[30:60])
+    files = [first, second]
+
+    def load(**kw):
+        return load_examples(files, "plan", "iterative", tiny_tokenizer, 1024, **kw)
+
+    everything, _ = load()
+    head, _ = load(max_examples=20)
+    assert head == everything[:20]  # without a seed: the first ones, file order
+    sample, report = load(max_examples=20, sample_seed=7)
+    again, _ = load(max_examples=20, sample_seed=7)
+    other, _ = load(max_examples=20, sample_seed=8)
+    assert sample == again and sample != other
+    assert len(sample) == 20 and all(e in everything for e in sample)
+    from_second = sum(e in everything[30:] for e in sample)
+    assert 0 < from_second < 20  # drawn from both files, not the first 20
+    assert (report.examples, report.sampled_from) == (20, 60)
+    assert report.tokens == sum(len(e.input_ids) for e in sample)
+    assert "20 examples (a seeded sample of 60)" in report.summary()

@@ -120,3 +120,22 @@ def test_lora_adapter_is_merged_into_a_plain_model_on_export(
 def test_sft_script_reports_a_bad_recipe_without_a_traceback(capsys) -> None:
     assert main(["--recipe", str(RECIPE), "--override", "modul=plan"]) == 2
     assert "unknown setting(s) modul" in capsys.readouterr().err
+
+
+def test_answer_token_loss_equals_the_models_own_loss_on_a_padded_batch(
+    tiny_model, tiny_tokenizer
+) -> None:
+    from training.encode import IGNORE_INDEX, Encoded
+    from training.sft import PaddingCollator, answer_token_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    long = Encoded(list(range(5, 45)), [IGNORE_INDEX] * 30 + list(range(35, 45)))
+    short = {"input_ids": list(range(7, 27)), "labels": [IGNORE_INDEX] * 12 + list(range(19, 27))}
+    batch = PaddingCollator(pad_token_id=0)([long, short])
+    assert batch["input_ids"].shape == (2, 40)
+    ours = answer_token_loss(model, batch)
+    reference = model(**batch).loss  # logits for every position, then the same mean
+    assert torch.allclose(ours, reference, atol=1e-5), (float(ours), float(reference))
+    ours.backward()  # and it trains: gradients reach the weights
+    assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0

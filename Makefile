@@ -10,11 +10,12 @@ APT_PACKAGES := redis-server chromium prometheus docker-compose
 .PHONY: test run setup venv vllm default-model system-deps lint typecheck
 
 ## test: set up what the tests need and run the whole suite
-test: setup
+test: setup default-model
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	LUMOS_REQUIRE_VLLM=$${LUMOS_REQUIRE_VLLM-1} LUMOS_REQUIRE_REDIS=$${LUMOS_REQUIRE_REDIS-1} \
 	LUMOS_REQUIRE_BROWSER=$${LUMOS_REQUIRE_BROWSER-1} LUMOS_REQUIRE_TOOLS=$${LUMOS_REQUIRE_TOOLS-1} \
+	LUMOS_REQUIRE_DEFAULT_MODEL=$${LUMOS_REQUIRE_DEFAULT_MODEL-1} \
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 ## run: set up everything and serve the agent here (Redis, vLLM CPU, executor, gateway)

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from gateway.metrics import GatewayMetrics
 from gateway.modules import ComponentCheck, ModuleProvider
@@ -33,7 +33,17 @@ async def _check_redis(store: RunStore) -> ComponentCheck:
     return ComponentCheck("ok", "PONG", time.perf_counter() - started)
 
 
-@router.get("/readyz", summary="Readiness: Redis, planner, grounder and executor, each checked")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis, planner, grounder and executor, each checked",
+    responses={
+        200: {"description": "every dependency is up"},
+        503: {
+            "description": "some dependency is down; `checks` says which and why",
+            "content": {"application/json": {"schema": {}}},
+        },
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 when every dependency is up, else 503; `checks` says which one is not and why."""
     store: RunStore = request.app.state.store
@@ -56,7 +66,13 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, 200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics of this process")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process",
+    # What prometheus_client answers: `text/plain; version=...; charset=utf-8`.
+    response_class=PlainTextResponse,
+    responses={200: {"description": "the Prometheus text exposition format"}},
+)
 async def metrics(request: Request) -> Response:
     gm: GatewayMetrics = request.app.state.metrics
     payload, content_type = gm.exposition()

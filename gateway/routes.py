@@ -14,10 +14,11 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.auth import authenticate
@@ -36,6 +37,55 @@ STREAM_ID = re.compile(r"^\d+-\d+$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 CANCEL_WAIT_S = 5.0
 SSE_PING_S = 15
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers (gateway/errors.py): what happened, and what to send
+    instead."""
+
+    detail: str = Field(description="what happened and what to send instead")
+    code: str = Field(description="machine-readable: run_not_found, too_many_runs, ...")
+
+
+class RequestProblem(BaseModel):
+    """One problem pydantic found in the request."""
+
+    loc: list[str | int] = Field(description="where: body, then the field")
+    msg: str
+    type: str
+
+
+class RequestErrorBody(ErrorBody):
+    """A request that cannot be read (`code` invalid_json or invalid_request) adds the
+    problems found and an example of what to send; other 400/422s are an `ErrorBody`."""
+
+    errors: list[RequestProblem] | None = Field(
+        default=None, description="invalid_request only: every problem found"
+    )
+    expected: str | None = Field(
+        default=None, description="invalid_json and invalid_request: an example request body"
+    )
+
+
+class ParseErrorBody(BaseModel):
+    """FastAPI's own answer to a body it cannot parse (not UTF-8, nested too deep), without
+    a `code` (RELIABILITY.md, finding 5)."""
+
+    detail: str = Field(examples=["There was an error parsing the body"])
+
+
+def _error(description: str, model: Any = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
+# What every /agent/runs/{run_id} route can answer besides its own statuses.
+RUN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("missing or invalid API key (`WWW-Authenticate: Bearer`)"),
+    404: _error("no such run: never submitted, expired, or another API key's (run_not_found)"),
+    422: _error("invalid request (invalid_request)", RequestErrorBody),
+    503: _error("the run store (Redis) is unavailable; retry after `Retry-After` seconds"),
+}
 
 
 def _store(request: Request) -> RunStore:
@@ -113,12 +163,29 @@ def _fingerprint(body: RunRequest, task: str, max_steps: int, deadline_s: float)
     "/run",
     response_model=RunView,
     responses={
+        200: {
+            "description": "the finished run (sync), or its events as Server-Sent Events (stream)",
+            "content": SSE_CONTENT,
+        },
         202: {"model": RunAccepted, "description": "background run accepted"},
-        401: {"description": "missing or invalid API key"},
-        409: {"description": "Idempotency-Key reused for a different request"},
-        413: {"description": "task or body too large"},
-        422: {"description": "invalid request (unknown domain, empty task, ...)"},
-        429: {"description": "too many unfinished runs for this API key"},
+        400: _error(
+            "body not valid JSON (invalid_json), invalid Idempotency-Key "
+            "(invalid_idempotency_key), or a body that cannot be parsed at all (not UTF-8, "
+            "nested too deep: no `code`)",
+            RequestErrorBody | ParseErrorBody,
+        ),
+        401: RUN_ERRORS[401],
+        409: _error("Idempotency-Key reused for a different request (idempotency_key_reused)"),
+        413: _error("task or body too large (task_too_long, request_too_large)"),
+        422: _error(
+            "invalid request (invalid_request, empty_task, unknown_domain, ...)", RequestErrorBody
+        ),
+        429: _error(
+            "too many unfinished runs for this API key (too_many_runs); retry after "
+            "`Retry-After` seconds"
+        ),
+        503: RUN_ERRORS[503],
+        504: _error("sync run still not finished after its deadline (run_not_finished)"),
     },
     summary="Run an agent on a task",
 )
@@ -265,7 +332,10 @@ async def _owned(store: RunStore, run_id: str, principal: str) -> RunRecord:
 
 
 @router.get(
-    "/runs/{run_id}", response_model=RunView, summary="A run: status, answer, trace, timings"
+    "/runs/{run_id}",
+    response_model=RunView,
+    responses=RUN_ERRORS,
+    summary="A run: status, answer, trace, timings",
 )
 async def get_run(run_id: str, request: Request, principal: Principal) -> RunView:
     store = _store(request)
@@ -276,6 +346,11 @@ async def get_run(run_id: str, request: Request, principal: Principal) -> RunVie
     "/runs/{run_id}/events",
     summary="A run's events as Server-Sent Events (resumable with Last-Event-ID)",
     response_class=EventSourceResponse,
+    responses={
+        200: {"description": "the run's events", "content": SSE_CONTENT},
+        400: _error("Last-Event-ID is not an event id (invalid_last_event_id)"),
+        **RUN_ERRORS,
+    },
 )
 async def run_events(
     run_id: str,
@@ -301,7 +376,17 @@ async def run_events(
     )
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunView, summary="Cancel a run")
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunView,
+    responses={
+        200: {"description": "the run, cancelled"},
+        202: {"model": RunView, "description": "the run, still stopping"},
+        409: _error("the run already finished (run_finished)"),
+        **RUN_ERRORS,
+    },
+    summary="Cancel a run",
+)
 async def cancel_run(run_id: str, request: Request, principal: Principal) -> object:
     """A queued run is cancelled at once; a running one stops at its worker's next check
     (within a fraction of a second): 200 with the cancelled run, or 202 while it stops."""

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
@@ -75,6 +75,34 @@ class ExecuteRequest(BaseModel):
 class ExecuteResponse(BaseModel):
     results: list[ExecutedAction]
     variables: dict[str, Any] = Field(description="the run's variables after execution")
+
+
+class ErrorDetail(BaseModel):
+    error: str = Field(
+        description="machine-readable: unknown_domain, unparseable_actions, too_many_actions"
+    )
+    message: str
+    reason: str | None = Field(default=None, description="unparseable_actions only")
+    start: int | None = Field(default=None, description="unparseable_actions only")
+    end: int | None = Field(default=None, description="unparseable_actions only")
+
+
+class ErrorBody(BaseModel):
+    """A request the executor cannot execute at all (400)."""
+
+    detail: ErrorDetail
+
+
+class MessageBody(BaseModel):
+    """FastAPI's own error shape: a 400 for a body it cannot parse (not UTF-8, nested too
+    deep), the 503 while the executor starts."""
+
+    detail: str = Field(examples=["the executor is starting"])
+
+
+STARTING: dict[int | str, dict[str, Any]] = {
+    503: {"model": MessageBody, "description": "the executor is still starting"}
+}
 
 
 class ToolInfo(BaseModel):
@@ -148,7 +176,19 @@ def create_app(
             raise HTTPException(503, "the executor is starting")
         return ex
 
-    @app.post("/v1/execute", response_model=ExecuteResponse)
+    @app.post(
+        "/v1/execute",
+        response_model=ExecuteResponse,
+        responses={
+            400: {
+                "model": ErrorBody | MessageBody,
+                "description": "unknown domain, unparseable grounder text or too many actions "
+                '(`{"detail": {"error", "message"}}`), or a body that cannot be parsed '
+                '(`{"detail": "There was an error parsing the body"}`)',
+            },
+            **STARTING,
+        },
+    )
     async def execute(body: ExecuteRequest) -> ExecuteResponse:
         problem = _unknown_domain_message(body.domain)
         if problem:
@@ -188,7 +228,10 @@ def create_app(
             results=[ExecutedAction.from_result(r) for r in results], variables=variables
         )
 
-    @app.get("/v1/tools")
+    @app.get(
+        "/v1/tools",
+        responses={400: {"model": ErrorBody, "description": "unknown domain"}, **STARTING},
+    )
     async def tools(
         domain: str | None = Query(default=None, description="one domain; all when omitted"),
     ) -> dict[str, list[ToolInfo]]:
@@ -231,7 +274,16 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        responses={
+            200: {"description": "the tools are built and the maths workers alive"},
+            503: {
+                "description": "not ready; `checks` says what is missing",
+                "content": {"application/json": {"schema": {}}},
+            },
+        },
+    )
     async def readyz() -> JSONResponse:
         reg: ToolRegistry | None = state.get("registry")
         pool: ComputePool | None = state.get("pool")
@@ -249,7 +301,12 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    # What prometheus_client answers: `text/plain; version=...; charset=utf-8`.
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"description": "the Prometheus text exposition format"}},
+    )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

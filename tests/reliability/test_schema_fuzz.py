@@ -2,8 +2,9 @@
 the gateway and of the executor in-process (ASGI, lifespan started) with bounded examples;
 no answer may be a 5xx, and an answer with a documented status must match its schema.
 
-That every status and content type is documented is checked too, as a strict xfail: both
-schemas miss some today (RELIABILITY.md, findings)."""
+That every status and content type answered is documented is checked too: the 404 of the
+/agent/runs/{id} routes, the executor's 400 and the text/plain of both /metrics were missing
+until RELIABILITY.md's finding 3 was fixed."""
 
 from __future__ import annotations
 
@@ -105,20 +106,9 @@ def test_executor_answers_generated_requests_without_5xx_and_as_documented(execu
     fuzz_every_operation(executor_schema, CHECKS)
 
 
-# Found by this suite, left to the owners of the schemas: strict, so the day the schemas list
-# what the services answer, the marks must go.
-UNDOCUMENTED = "the OpenAPI schema does not list every status or content type answered"
-
-
-@pytest.mark.xfail(
-    strict=True, reason=f"{UNDOCUMENTED}: 404 of the /agent/runs/{{id}} routes, /metrics text/plain"
-)
 def test_gateway_schema_documents_every_status_and_content_type(gateway_schema):
     fuzz_every_operation(gateway_schema, DOCUMENTATION_CHECKS)
 
 
-@pytest.mark.xfail(
-    strict=True, reason=f"{UNDOCUMENTED}: 400 of /v1/execute and /v1/tools, /metrics text/plain"
-)
 def test_executor_schema_documents_every_status_and_content_type(executor_schema):
     fuzz_every_operation(executor_schema, DOCUMENTATION_CHECKS)

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXPECTED_RUN_REQUEST = (
@@ -68,6 +69,27 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", message, errors=safe, expected=expected), 422)
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's and FastAPI's own HTTP errors in our shape: a `code` on every answer.
+
+    FastAPI answers a body it cannot decode at all (not UTF-8 inside a string, JSON nested
+    too deep for the parser) with a bare 400 "There was an error parsing the body".
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 400:
+        expected = EXPECTED_RUN_REQUEST.replace("N", str(request.app.state.settings.max_task_chars))
+        message = (
+            f"the request body cannot be parsed ({exc.detail}): send UTF-8 JSON, nested at "
+            f"most a few hundred levels, like {expected}"
+        )
+        return JSONResponse(
+            error_body("invalid_body", message, expected=expected), 400, headers=headers
+        )
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
+
+
 async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
     message = (
         f"the run store (Redis) is unavailable: {type(exc).__name__}: {exc}; retry in a few "
@@ -80,6 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RedisError, _redis_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024

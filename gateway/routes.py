@@ -67,13 +67,6 @@ class RequestErrorBody(ErrorBody):
     )
 
 
-class ParseErrorBody(BaseModel):
-    """FastAPI's own answer to a body it cannot parse (not UTF-8, nested too deep), without
-    a `code` (RELIABILITY.md, finding 5)."""
-
-    detail: str = Field(examples=["There was an error parsing the body"])
-
-
 def _error(description: str, model: Any = ErrorBody) -> dict[str, Any]:
     return {"model": model, "description": description}
 
@@ -171,8 +164,8 @@ def _fingerprint(body: RunRequest, task: str, max_steps: int, deadline_s: float)
         400: _error(
             "body not valid JSON (invalid_json), invalid Idempotency-Key "
             "(invalid_idempotency_key), or a body that cannot be parsed at all (not UTF-8, "
-            "nested too deep: no `code`)",
-            RequestErrorBody | ParseErrorBody,
+            "nested too deep: invalid_body)",
+            RequestErrorBody,
         ),
         401: RUN_ERRORS[401],
         409: _error("Idempotency-Key reused for a different request (idempotency_key_reused)"),

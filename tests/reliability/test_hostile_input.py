@@ -192,6 +192,7 @@ def test_malformed_bodies_are_client_errors_and_the_gateway_keeps_serving(gatewa
     )
     status, answer = raw_request(gateway.port, head, body)
     assert 400 <= status < 500, (status, answer[:300])
+    assert json.loads(answer)["code"], answer[:300]  # our error shape, whatever broke
     assert gateway.process.poll() is None
     run = submit(gateway.url, {"task": TASK, "domain": "maths"}, headers=A)
     assert wait_run(gateway.url, run["id"], headers=A)["status"] == "succeeded"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SHIPPED_CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus" / "wiki_mini.jsonl"
 
@@ -63,3 +63,25 @@ class ExecutorSettings(BaseSettings):
     dense_model_path: Path | None = None
     webshop_url: str | None = None
     browser_path: str = "/usr/bin/chromium"
+    web_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts the web tools' live browser may load, comma-separated: host, "
+        "host:port, *.domain (its subdomains) or * (any public host); loopback and private "
+        "addresses only by an exact entry; empty: none (offline snapshots, about:blank, data:)",
+    )
+
+    @field_validator("web_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("web_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        from .tools.web import WebAllowList  # its parser; imported only when there are entries
+
+        return list(WebAllowList(value).entries)

@@ -9,6 +9,9 @@ Two modes:
   state (title, URL, some visible text, the interactive elements) for the planner to read.
   A run's page opens at ``ctx.extras["url"]`` (or the tools' start URL) on its first action.
   Sessions close after `idle_timeout_s` without actions, or through `BrowserSessions.close`.
+  The browser loads only what the allow-list (``LUMOS_EXECUTOR_WEB_ALLOWED_HOSTS``,
+  `WebAllowList`) allows, checked on every request and redirect hop (`_NetworkGuard`):
+  model-written actions are hostile input, and a page they reach may lead anywhere.
 - **offline** (Mind2Web style): when ``ctx.extras["html"]`` holds a page snapshot, or the
   first argument is a variable bound to HTML, the element is chosen the same way from the
   parsed snapshot and the result is ``{"tag", "operation", "text", "backend_node_id"}``
@@ -22,16 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import re
+import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from lumos.actions import Action
 
 from .base import Tool, ToolContext, ToolError
 from .retrieve import bm25_scores
+
+if TYPE_CHECKING:
+    from ..settings import ExecutorSettings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BROWSER_PATH = "/usr/bin/chromium"
 # Launch flags for a sandboxless container with no network beyond the pages it is sent to.
@@ -290,6 +304,446 @@ def parse_html_elements(html: str) -> list[PageElement]:
     return collector.result()
 
 
+# -- which URLs the live browser may load -----------------------------------------------------
+
+ALLOWED_HOSTS_SETTING = "LUMOS_EXECUTOR_WEB_ALLOWED_HOSTS"
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_LOCAL_ONLY_URLS = ("about:blank", "about:srcdoc")  # and data:/blob: URLs: nothing leaves
+_HOSTNAME_RE = re.compile(
+    r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
+)
+_LEGACY_IPV4_RE = re.compile(r"^[0-9a-fx.]+$")  # 0x7f.1, 2130706433: still an IPv4 address
+
+
+def _canonical_host(host: str) -> str:
+    """Lower case, no trailing dot, IP addresses in their standard form (as Chromium sends them)."""
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if _LEGACY_IPV4_RE.match(host) and any(c.isdigit() for c in host):
+        with contextlib.suppress(OSError):
+            return socket.inet_ntoa(socket.inet_aton(host))
+    if not host.isascii():
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
+    return host
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def is_internal_address(address: str) -> bool:
+    """True for loopback, private, link-local, unspecified and other non-public addresses."""
+    ip = _ip(address)
+    if ip is None:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _is_internal_host(host: str) -> bool:
+    """An IP literal of a non-public address, or a name Chromium resolves to loopback itself."""
+    return is_internal_address(host) or host == "localhost" or host.endswith(".localhost")
+
+
+def _authority(url: str) -> tuple[str, int] | None:
+    try:
+        _, host, port = url_host_port(url)
+    except ValueError:
+        return None
+    return host, port
+
+
+def _label(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def url_host_port(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of an absolute URL, the port defaulted from the scheme."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    port = parts.port or _DEFAULT_PORTS.get(scheme)
+    if port is None:
+        raise ValueError(f"{url!r} has no port")
+    return scheme, _canonical_host(parts.hostname), port
+
+
+@dataclass(frozen=True)
+class HostRule:
+    """One allow-list entry: ``*``, ``host``, ``host:port`` or ``*.domain[:port]``."""
+
+    host: str  # "*" for any public host; the domain of a "*.domain" entry
+    port: int | None = None  # None: any port
+    subdomains: bool = False
+
+    @classmethod
+    def parse(cls, entry: str) -> HostRule:
+        text = entry.strip().lower()
+        if text == "*":
+            return cls("*")
+        if not text or any(c in text for c in "/@?#") or "://" in text:
+            raise ValueError(
+                f"web allow-list entry {entry!r}: give a host, host:port, *.domain or *, not a URL"
+            )
+        subdomains = text.startswith("*.")
+        if subdomains:
+            text = text[2:]
+        port_text = ""
+        if text.startswith("["):  # [IPv6] or [IPv6]:port
+            host, _, rest = text[1:].partition("]")
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"web allow-list entry {entry!r}: cannot read the port")
+            port_text = rest[1:]
+        elif text.count(":") == 1:
+            host, port_text = text.split(":")
+        else:  # a name, an IPv4 address or a bare IPv6 address
+            host = text
+        port: int | None = None
+        if port_text or text.endswith(":"):
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"web allow-list entry {entry!r}: {port_text!r} is not a port")
+            port = int(port_text)
+        host = _canonical_host(host)
+        if _ip(host) is None and not _HOSTNAME_RE.match(host):
+            raise ValueError(f"web allow-list entry {entry!r}: {host!r} is not a host name")
+        if subdomains and _ip(host) is not None:
+            raise ValueError(f"web allow-list entry {entry!r}: *. needs a domain, not an address")
+        return cls(host, port, subdomains)
+
+    def matches(self, host: str, port: int) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        if self.host == "*":
+            return True
+        if self.subdomains:
+            return host.endswith("." + self.host)
+        return host == self.host
+
+    @property
+    def exact(self) -> bool:
+        return self.host != "*" and not self.subdomains
+
+
+class WebAllowList:
+    """Which URLs the live browser may load (``LUMOS_EXECUTOR_WEB_ALLOWED_HOSTS``).
+
+    Only http(s) (and ws(s)) URLs reach the network, and only to a host an entry allows:
+    ``example.com`` (any port), ``example.com:8080``, ``*.example.com`` (its subdomains) or
+    ``*`` (any public host). A loopback, private or link-local address, and ``localhost``,
+    is allowed only by an exact entry (``127.0.0.1:8080``), never by ``*`` or ``*.domain``;
+    for a host allowed only by a wildcard, the addresses its name resolves to are checked the
+    same way. No entries: nothing but ``about:blank`` and ``data:`` pages. Other schemes
+    (``file:``, ``chrome:``, ``javascript:``, ...) are never opened.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.entries = tuple(e.strip() for e in entries if e.strip())
+        self.rules = tuple(HostRule.parse(e) for e in self.entries)
+
+    def __repr__(self) -> str:
+        return f"WebAllowList({list(self.entries)!r})"
+
+    def explicitly_allows(self, host: str, port: int) -> bool:
+        return any(r.exact and r.matches(host, port) for r in self.rules)
+
+    def host_refusal(self, host: str, port: int) -> str | None:
+        """Why a connection to ``host:port`` is refused, or None when it is allowed."""
+        host = _canonical_host(host)
+        if self.explicitly_allows(host, port):
+            return None
+        label = _label(host, port)
+        if _is_internal_host(host):
+            return (
+                f"host {label} is a loopback, private or link-local address, which only an "
+                f"exact entry in {ALLOWED_HOSTS_SETTING} allows"
+            )
+        if any(not r.exact and r.matches(host, port) for r in self.rules):
+            return None
+        return f"host {label} is not in the web tools' allow-list ({ALLOWED_HOSTS_SETTING})"
+
+    def address_refusal(self, host: str, port: int, addresses: Sequence[str]) -> str | None:
+        """Why connecting to `host`, resolved to `addresses`, is refused (None: allowed)."""
+        if self.explicitly_allows(_canonical_host(host), port):
+            return None
+        for address in addresses:
+            if is_internal_address(address):
+                return (
+                    f"host {_label(_canonical_host(host), port)} resolves to {address}, a "
+                    f"loopback, private or link-local address, which only an exact entry in "
+                    f"{ALLOWED_HOSTS_SETTING} allows"
+                )
+        return None
+
+    def url_refusal(self, url: str) -> str | None:
+        """Why the browser may not load `url`, or None when it may."""
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        if url in _LOCAL_ONLY_URLS or scheme in ("data", "blob"):
+            return None
+        if scheme not in _DEFAULT_PORTS:
+            shown = f"{scheme}: URLs are" if scheme else f"{url!r} is not an absolute URL and"
+            return f"{shown} never opened by the web tools (http and https only)"
+        try:
+            _, host, port = url_host_port(url)
+        except ValueError as exc:
+            return f"{exc}, so it is not opened"
+        return self.host_refusal(host, port)
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to (the guard proxy's DNS look-up)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    url: str
+    reason: str
+    navigation: bool = False  # a main-frame navigation the route handler refused
+    by_proxy: bool = False  # refused by the guard proxy (e.g. a redirect's next hop)
+
+
+_HOP_BY_HOP = ("connection:", "keep-alive:", "proxy-connection:", "proxy-authorization:")
+
+
+def _closing_head(head: bytes, first_line: str | None = None) -> bytes:
+    """An HTTP head with its hop-by-hop headers replaced by ``Connection: close``."""
+    lines = head.decode("latin-1").split("\r\n")
+    kept = [first_line or lines[0]]
+    kept += [h for h in lines[1:] if h and not h.lower().startswith(_HOP_BY_HOP)]
+    kept += ["Connection: close", "", ""]
+    return "\r\n".join(kept).encode("latin-1")
+
+
+class _Refused(Exception):
+    """The guard proxy refuses a connection; the message says why."""
+
+
+async def _answer(writer: asyncio.StreamWriter, status: str, text: str) -> None:
+    """The proxy's own answer to the browser (the page shows it for http URLs)."""
+    body = f"{text}\n".encode()
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+
+
+class _NetworkGuard:
+    """Holds one browser context to the allow-list, at two places on the network path.
+
+    - its **route handler** (``context.route("**/*")``) aborts every request the page makes
+      to a refused URL (navigations, clicks, subresources, fetches) before it is sent;
+      an aborted navigation leaves the page where it was;
+    - its **proxy** (the context's HTTP proxy, on 127.0.0.1) sees every connection the
+      context opens, including those Playwright's routes never see: the next hop of a
+      redirect, WebSockets, preconnects. It refuses a host the allow-list refuses, resolves
+      the others itself, refuses a name that a wildcard entry allows but that resolves to a
+      private address, and connects to the address it checked.
+
+    Each refusal is kept until the session reads it (`take`), to explain blocked actions.
+    """
+
+    def __init__(self, allow: WebAllowList, timeout_s: float) -> None:
+        self.allow = allow
+        self.timeout_s = timeout_s
+        self.refusals: list[_Refusal] = []
+        self.navigations: list[str] = []
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any] | None] = set()
+
+    def take(self) -> list[_Refusal]:
+        """The refusals since the last call (and forget the navigations seen meanwhile)."""
+        refusals, self.refusals = self.refusals, []
+        self.navigations = []
+        return refusals
+
+    def on_request(self, request: Any) -> None:
+        """The page's ``request`` listener: remembers the main frame's navigation requests,
+        the hops of redirects included (which the route handler never sees)."""
+        with contextlib.suppress(Exception):
+            if request.is_navigation_request() and request.frame.parent_frame is None:
+                self.navigations.append(request.url)
+                del self.navigations[:-20]
+
+    def refused_navigation(self, page_url: str) -> _Refusal | None:
+        """The refusal that stopped the main frame's navigation since the last `take`, if any.
+
+        The route handler knows when it aborts a navigation; a redirect's next hop is
+        refused by the proxy instead, which leaves the page on an error page (https) or on
+        the proxy's 403 answer for the refused URL (http).
+        """
+        navigated = {_authority(url) for url in self.navigations}
+        refusals = self.take()
+        for refusal in refusals:
+            if refusal.navigation:
+                return refusal
+        for refusal in reversed(refusals):
+            if refusal.by_proxy and _authority(refusal.url) in navigated:
+                if refusal.url == page_url or page_url.startswith("chrome-error:"):
+                    return refusal
+        return None
+
+    def _refuse(self, refusal: _Refusal) -> None:
+        log.info("web: refused %s: %s", refusal.url, refusal.reason)
+        self.refusals.append(refusal)
+        del self.refusals[:-50]  # a page may keep asking; the latest are enough to explain
+
+    async def route(self, route: Any) -> None:
+        """The context's route handler for ``**/*``."""
+        request = route.request
+        reason = self.allow.url_refusal(request.url)
+        try:
+            if reason is None:
+                await route.continue_()
+                return
+            navigation = False
+            with contextlib.suppress(Exception):  # a service worker's request has no frame
+                navigation = request.is_navigation_request() and request.frame.parent_frame is None
+            self._refuse(_Refusal(request.url, reason, navigation=navigation))
+            await route.abort("aborted")  # "aborted": the page stays, no error page
+        except Exception as exc:  # the page or the context closed meanwhile
+            log.debug("web: route for %s ended: %s", request.url, exc)
+
+    async def start(self) -> str:
+        """Start the proxy; its address, for the context's ``proxy`` setting."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            for task in list(self._tasks):
+                if task is not None:
+                    task.cancel()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _connect(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str:
+        """A connection to the checked address of `host`, or why there is none.
+
+        Raises `_Refused` when `host` resolves to an address the allow-list refuses.
+        """
+        if _ip(host) is not None:
+            addresses = [host]
+        else:
+            try:
+                addresses = await asyncio.wait_for(resolve_host(host, port), self.timeout_s)
+            except (TimeoutError, OSError) as exc:
+                return f"cannot resolve {host}: {exc or type(exc).__name__}"
+            refusal = self.allow.address_refusal(host, port, addresses)
+            if refusal is not None:
+                raise _Refused(refusal)
+        error = f"cannot resolve {host}"
+        for address in addresses:
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(address, port), self.timeout_s
+                )
+            except (TimeoutError, OSError) as exc:
+                error = f"cannot connect to {_label(host, port)}: {exc or type(exc).__name__}"
+        return error
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One proxied connection: a CONNECT tunnel or one plain-HTTP request."""
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self._writers.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout_s)
+            method, target, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            tunnel = method.upper() == "CONNECT"
+            if tunnel:
+                url = f"https://{target}"
+                reason = self.allow.url_refusal(url)
+            else:
+                url = target
+                reason = self.allow.url_refusal(target)
+                if reason is None and urlsplit(target).scheme.lower() != "http":
+                    reason = f"{target!r} is not a proxy request"
+            if reason is None:
+                _, host, port = url_host_port(url)
+                try:
+                    connected = await self._connect(host, port)
+                except _Refused as refused:
+                    reason = str(refused)
+            if reason is not None:
+                self._refuse(_Refusal(url, reason, by_proxy=True))
+                await _answer(writer, "403 Forbidden", f"Refused by the Lumos executor: {reason}")
+                return
+            if isinstance(connected, str):
+                await _answer(writer, "502 Bad Gateway", connected)
+                return
+            upstream_reader, upstream = connected
+            if tunnel:
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                back = _pipe(upstream_reader, writer)
+            else:  # one request per connection: absolute-form to origin-form, then close
+                parts = urlsplit(target)
+                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                upstream.write(_closing_head(head, f"{method} {path} {version}"))
+                back = self._relay_response(upstream_reader, writer)
+            # the request body (or the client's side of the tunnel) flows meanwhile
+            pipes = [asyncio.ensure_future(_pipe(reader, upstream)), asyncio.ensure_future(back)]
+            try:
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+                await asyncio.gather(*pipes, return_exceptions=True)
+        except (
+            TimeoutError,
+            OSError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
+            log.debug("web: proxied connection ended: %s", exc)
+        except asyncio.CancelledError:  # the guard closed (its session ended)
+            pass
+        finally:
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            for w in (writer, upstream):
+                if w is not None:
+                    w.close()
+
+    async def _relay_response(
+        self, upstream: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            head = await asyncio.wait_for(upstream.readuntil(b"\r\n\r\n"), self.timeout_s)
+            writer.write(_closing_head(head))  # so Chromium does not reuse the connection
+            await _pipe(upstream, writer)
+
+
 # -- live mode: browser sessions ---------------------------------------------------------------
 
 # Marks every visible interactive element with data-lumos-idx and describes it.
@@ -336,27 +790,41 @@ _COLLECT_JS = """
 class _Session:
     context: Any
     page: Any
+    guard: _NetworkGuard
     last_used: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # the browser may be gone; forget the session
+            await self.context.close()
+        await self.guard.close()
 
 
 class BrowserSessions:
     """One headless Chromium for the process, one browser context (page) per run id.
 
     The browser starts on first use from `browser_path` (Debian's chromium); Playwright's
-    own browser downloads are never used.
+    own browser downloads are never used. Every context loads only what `allowed_hosts`
+    (a `WebAllowList` or its entries) allows: nothing but about:blank and data: pages
+    when it is empty. A refused navigation is a `ToolError` and the page stays where it was.
     """
 
     def __init__(
         self,
         browser_path: str = DEFAULT_BROWSER_PATH,
         *,
+        allowed_hosts: WebAllowList | Iterable[str] = (),
         start_url: str | None = None,
         idle_timeout_s: float = 300.0,
         action_timeout_s: float = 10.0,
         launch_args: tuple[str, ...] = CHROMIUM_ARGS,
     ) -> None:
         self.browser_path = browser_path
+        self.allow = (
+            allowed_hosts
+            if isinstance(allowed_hosts, WebAllowList)
+            else WebAllowList(allowed_hosts)
+        )
         self.start_url = start_url
         self.idle_timeout_s = idle_timeout_s
         self.action_timeout_s = action_timeout_s
@@ -371,6 +839,8 @@ class BrowserSessions:
         async with self._start_lock:
             if self._browser is not None and not self._browser.is_connected():
                 # The browser died (crash, OOM kill): its contexts are gone with it.
+                for dead in self._sessions.values():
+                    await dead.guard.close()
                 self._sessions.clear()
                 self._browser = None
                 await self._playwright.stop()
@@ -412,8 +882,7 @@ class BrowserSessions:
             existing = self._sessions.get(run_id)
             if existing is not None and existing.page.is_closed():
                 del self._sessions[run_id]
-                with contextlib.suppress(Exception):
-                    await existing.context.close()
+                await existing.close()
                 existing = None
             if existing is not None:
                 existing.last_used = time.monotonic()
@@ -429,16 +898,39 @@ class BrowserSessions:
                 "no page open for this run and no start URL; pass the page's address as "
                 "extras.url, or an HTML snapshot as extras.html for offline mode"
             )
+        refusal = self.allow.url_refusal(url)
+        if refusal is not None:
+            raise ToolError(f"cannot open {url}: {refusal}")
         browser = await self._ensure_browser()
-        context = await browser.new_context()
-        context.set_default_timeout(self.action_timeout_s * 1000)
-        page = await context.new_page()
+        guard = _NetworkGuard(self.allow, self.action_timeout_s)
+        context: Any = None
         try:
-            await page.goto(url, wait_until="domcontentloaded")
-        except Exception as exc:
-            await context.close()
-            raise ToolError(f"cannot open {url}: {exc}") from exc
-        return _Session(context=context, page=page, last_used=time.monotonic())
+            # Every connection of the context goes through the guard's proxy, loopback too.
+            proxy = {"server": await guard.start(), "bypass": "<-loopback>"}
+            context = await browser.new_context(proxy=proxy, service_workers="block")
+            context.set_default_timeout(self.action_timeout_s * 1000)
+            await context.route("**/*", guard.route)
+            page = await context.new_page()
+            page.on("request", guard.on_request)
+            session = _Session(context=context, page=page, guard=guard, last_used=0.0)
+            failure: Exception | None = None
+            try:
+                await page.goto(url, wait_until="domcontentloaded")
+            except Exception as exc:
+                failure = exc
+            refused = guard.refused_navigation(page.url)
+            if refused is not None:
+                raise ToolError(f"cannot open {url}: {_explain(refused)}")
+            if failure is not None:
+                raise ToolError(f"cannot open {url}: {failure}") from failure
+        except BaseException:
+            if context is not None:
+                with contextlib.suppress(Exception):
+                    await context.close()
+            await guard.close()
+            raise
+        session.last_used = time.monotonic()
+        return session
 
     def __contains__(self, run_id: str) -> bool:
         return run_id in self._sessions
@@ -451,8 +943,7 @@ class BrowserSessions:
         self._opening.pop(run_id, None)
         if session is None:
             return False
-        with contextlib.suppress(Exception):  # the browser may be gone; forget the session
-            await session.context.close()
+        await session.close()
         return True
 
     async def aclose(self) -> None:
@@ -502,6 +993,8 @@ class BrowserSessions:
             page = session.page
             element = choose_element(await self.elements(page), operation, args.query, args.text)
             target = page.locator(f'[data-lumos-idx="{element.index}"]')
+            before = page.url
+            session.guard.take()  # what was refused between actions is not this action's doing
             try:
                 if operation == "CLICK":
                     await target.click()
@@ -519,9 +1012,36 @@ class BrowserSessions:
             except ToolError:
                 raise
             except Exception as exc:
+                await self._refuse_navigation(session, before, operation, element)
                 raise ToolError(f"{operation} on {element.describe()} failed: {exc}") from exc
+            await self._refuse_navigation(session, before, operation, element)
             session.last_used = time.monotonic()
             return await self.state(page, did)
+
+    async def _refuse_navigation(
+        self, session: _Session, before: str, operation: str, element: PageElement
+    ) -> None:
+        """Raise a `ToolError` when the action's navigation was refused, back on the old page."""
+        page = session.page
+        refused = session.guard.refused_navigation(page.url)
+        if refused is None:
+            return
+        if page.url != before:  # a refused redirect hop leaves an error page: go back
+            with contextlib.suppress(Exception):
+                await page.go_back(wait_until="domcontentloaded")
+            if page.url != before:
+                with contextlib.suppress(Exception):
+                    await page.goto(before, wait_until="domcontentloaded")
+            session.guard.take()
+        session.last_used = time.monotonic()
+        raise ToolError(
+            f"{operation} on {element.describe()} was refused: {_explain(refused)}; "
+            f"the page is still {page.url}"
+        )
+
+
+def _explain(refusal: _Refusal) -> str:
+    return f"it leads to {refusal.url}, which is refused: {refusal.reason}"
 
 
 # -- the tools ---------------------------------------------------------------------------------
@@ -595,3 +1115,11 @@ class WebSelect(_WebAction):
     operation = "SELECT"
     signature = "SELECT(Env, Query, Text)"
     description = "Select the value Text of the relevant selection box in Env according to Query"
+
+
+def build_tools(settings: ExecutorSettings) -> list[Tool]:
+    """CLICK, TYPE and SELECT; live actions when the browser exists, else offline only."""
+    sessions = None
+    if Path(settings.browser_path).exists():
+        sessions = BrowserSessions(settings.browser_path, allowed_hosts=settings.web_allowed_hosts)
+    return [cls(sessions) for cls in (WebClick, WebType, WebSelect)]

@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lumos.actions import Action, ActionParseError, parse_actions
 from lumos.domains import UnknownDomainError, get_domain
@@ -181,10 +183,10 @@ def create_app(
         response_model=ExecuteResponse,
         responses={
             400: {
-                "model": ErrorBody | MessageBody,
-                "description": "unknown domain, unparseable grounder text or too many actions "
-                '(`{"detail": {"error", "message"}}`), or a body that cannot be parsed '
-                '(`{"detail": "There was an error parsing the body"}`)',
+                "model": ErrorBody,
+                "description": "unknown domain, unparseable grounder text, too many actions "
+                "or a body that cannot be parsed (invalid_body): "
+                '`{"detail": {"error", "message"}}`',
             },
             **STARTING,
         },
@@ -310,11 +312,18 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(UnicodeDecodeError)
-    async def _undecodable(request: Request, exc: UnicodeDecodeError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": {"error": "invalid_encoding", "message": "the request body is not UTF-8"}},
-            status_code=400,
-        )
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body it cannot decode at all (bytes that are not UTF-8 inside a
+        # string, JSON nested too deep) with a bare 400 string; give it our error shape.
+        if exc.status_code == 400 and isinstance(exc.detail, str):
+            message = (
+                f"the request body cannot be parsed ({exc.detail}): send UTF-8 JSON like "
+                '{"domain": "maths", "actions": "R1 = Calculator(2+2)"}'
+            )
+            return JSONResponse(
+                {"detail": {"error": "invalid_body", "message": message}}, status_code=400
+            )
+        return await http_exception_handler(request, exc)
 
     return app

@@ -151,7 +151,16 @@ async def test_non_utf8_request_is_a_client_error_and_the_service_stays_up(
         content=b'{"domain": "maths", "actions": "R1 = Calculator(\xff\xfe1)"}',
         headers={"content-type": "application/json"},
     )
-    assert 400 <= r.status_code < 500
+    assert r.status_code == 400
+    assert r.json()["detail"]["error"] == "invalid_body"
+    assert "send UTF-8 JSON" in r.json()["detail"]["message"]
+    deep = await client.post(
+        "/v1/execute", content=b"[" * 50_000 + b"]" * 50_000,
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    assert (deep.status_code, deep.json()["detail"]["error"]) == (400, "invalid_body")
+    missing = await client.get("/v1/nothing-here")  # other HTTP errors keep FastAPI's shape
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
     assert (await client.get("/healthz")).json() == {"status": "ok"}
 
 

@@ -280,15 +280,25 @@ async def _wait_finished(
 ) -> RunRecord:
     deadline = time.monotonic() + wait_s
     last = "0-0"
+    record = await store.get(run_id)
+    if record is None:
+        raise _not_found(run_id)
+    reread = False
     while True:
-        record = await store.get(run_id)
-        if record is None:
-            raise _not_found(run_id)
+        # The run's hash is read again only when it can have changed status: a terminal
+        # event arrived (it is written together with the finished status), or nothing
+        # arrived for a second (a run ended some other way). Not after every step's events.
+        if reread:
+            record = await store.get(run_id)
+            if record is None:
+                raise _not_found(run_id)  # expired while we waited
         remaining = deadline - time.monotonic()
         if record.status.finished or remaining <= 0 or await request.is_disconnected():
             return record
-        for stored in await store.wait_events(run_id, last, int(min(1.0, remaining) * 1000) or 1):
+        batch = await store.wait_events(run_id, last, int(min(1.0, remaining) * 1000) or 1)
+        for stored in batch:
             last = stored.id
+        reread = not batch or any(s.event.type in TERMINAL_EVENTS for s in batch)
 
 
 async def _view(store: RunStore, record: RunRecord) -> RunView:

@@ -16,19 +16,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from eval.datasets import get_benchmark, load_questions
+from eval.datasets import Question, get_benchmark, load_questions
 from eval.metrics import numeric_match
 from tests.e2e.test_make_run import SCRIPT, _ports
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / ".cache" / "models" / "gemma-3-270m"
 REQUIRE_ENV = "LUMOS_REQUIRE_DEFAULT_MODEL"
-QUESTIONS = 8
+QUESTIONS = 16
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +69,18 @@ def mini_gateway() -> Iterator[str]:
 
 def _run_all(gateway: str, formulation: str) -> list[tuple[bool, dict]]:
     questions = load_questions(get_benchmark("svamp"), split="test", limit=QUESTIONS)
-    results = []
-    for q in questions:
+
+    def one(q: Question) -> tuple[bool, dict]:
         body = {"task": q.task, "domain": "maths", "formulation": formulation, "max_steps": 6}
-        run = httpx.post(f"{gateway}/agent/run", json=body, timeout=600).json()
+        run: dict = httpx.post(f"{gateway}/agent/run", json=body, timeout=600).json()
         assert run["status"] == "succeeded", run
         final = run["trace"][-1]
         assert final["type"] == "final", run
         answer = final["data"]["answer"]
-        results.append((answer is not None and numeric_match(answer, q.gold), run))
-    return results
+        return answer is not None and numeric_match(answer, q.gold), run
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # as `lumos eval -n 8` sends them
+        return list(pool.map(one, questions))
 
 
 @pytest.mark.slow

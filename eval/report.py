@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.baselines import METHODS
 from eval.metrics import mean, percentile
 from eval.paper_numbers import paper_number
 from eval.scoring import METRICS, Metric
@@ -57,13 +58,15 @@ def summarize(benchmark: str, records: Sequence[dict[str, Any]]) -> BenchmarkSum
     latencies = [float(r["latency_s"]) for r in ok if r.get("latency_s") is not None]
     steps = [float(r["steps"]) for r in ok if r.get("steps") is not None]
     formulations = {r.get("formulation") for r in records}
+    # the paper's numbers are Lumos' own: not shown beside a non-agent baseline's rows
+    baseline = bool(formulations & set(METHODS))
     rows = []
     for metric in METRICS[benchmark]:
         values = [
             float(r["scores"][metric.key]) for r in records if metric.key in r.get("scores", {})
         ]
         number, confirmed = (None, False)
-        if metric.paper_key is not None:
+        if metric.paper_key is not None and not baseline:
             number, confirmed = paper_number(benchmark, metric.paper_key)
         rows.append(
             MetricRow(

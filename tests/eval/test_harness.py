@@ -510,6 +510,10 @@ def test_report_says_how_often_runs_hit_max_steps_and_groundings_parsed(tmp_path
         rec(4, None, 0, 0, 0, 0, error="refused"),  # failed: not counted for max_steps
     ]
     md_path, _, (summary,) = write_report([("svamp", records)], tmp_path)
+    assert summary.rows[0].paper is not None  # Lumos' own rows show the paper's number
+    baseline = [dict(r, formulation="fewshot-cot") for r in records]
+    _, _, (base_summary,) = write_report([("svamp", baseline)], tmp_path / "b")
+    assert all(row.paper is None for row in base_summary.rows)  # a baseline's do not
     # max_steps 1 of the 3 runs that ended; groundings 7, 2 unparsable; actions 6, 1 failed
     assert (
         "Runs that hit max_steps: 1/3 (33.3 %); groundings that parsed: 5/7 (71.4 %); "

@@ -60,12 +60,11 @@ def test_the_committed_adapters_are_complete_and_portable() -> None:
     assert (PACKED / "NOTICE").read_text().startswith("Gemma is provided under")
 
 
-def test_pack_without_trained_adapters_says_what_to_run(tmp_path, capsys, monkeypatch) -> None:
+def test_pack_without_trained_adapters_says_what_to_run(tmp_path, capsys) -> None:
     from training import mini
 
     with pytest.raises(mini.MiniError, match="python -m training.mini train"):
         mini.pack(source=tmp_path / "nothing", dest=tmp_path / "out")
-    monkeypatch.setattr(mini, "ANNOTATIONS", tmp_path / "none")
     code = main(
         ["train", "--only", "plan_iterative", "--override", f"train_files=['{tmp_path}/x']"]
     )

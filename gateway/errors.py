@@ -50,10 +50,15 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _expected(request: Request) -> str:
+    """The example run request, with this gateway's task length limit."""
+    return EXPECTED_RUN_REQUEST.replace("N", str(request.app.state.settings.max_task_chars))
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    expected = EXPECTED_RUN_REQUEST.replace("N", str(request.app.state.settings.max_task_chars))
+    expected = _expected(request)
     bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
     if bad_json is not None:
         ctx = bad_json.get("ctx") or {}
@@ -78,7 +83,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 400:
-        expected = EXPECTED_RUN_REQUEST.replace("N", str(request.app.state.settings.max_task_chars))
+        expected = _expected(request)
         message = (
             f"the request body cannot be parsed ({exc.detail}): send UTF-8 JSON, nested at "
             f"most a few hundred levels, like {expected}"

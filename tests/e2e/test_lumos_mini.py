@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 
 from eval.datasets import Question, get_benchmark, load_questions
 from eval.metrics import numeric_match
-from tests.e2e.test_make_run import SCRIPT, _ports
+from tests.e2e.test_make_run import _ports, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / ".cache" / "models" / "gemma-3-270m"
@@ -40,21 +38,9 @@ def mini_gateway() -> Iterator[str]:
             pytest.fail(f"{reason} (and {REQUIRE_ENV} is set)", pytrace=False)
         pytest.skip(reason)
     ports = _ports()
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--model", str(MODEL_DIR), *ports, "--kv-cache-gib", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-    )  # fmt: skip
-    output: list[str] = []
+    proc, output = start_stack(MODEL_DIR, ports, deadline_s=900)
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 900
-        for line in proc.stdout:
-            output.append(line)
-            if "Lumos agent ready" in line or time.monotonic() > deadline:
-                break
         text = "".join(output)
-        assert "Lumos agent ready" in text, text
         assert "LoRA adapters in" in text, text  # the default: Lumos-mini, not the bare base
         yield f"http://127.0.0.1:{ports[1]}"
     finally:

@@ -59,6 +59,34 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def start_stack(
+    model: Path, ports: list[str], *extra: str, deadline_s: float
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """`scripts/run_local.py` in its own process group, read until it says it is ready.
+
+    Returns the process and what it printed so far; fails the test (after killing the
+    group) when it does not get ready within `deadline_s`.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--model", str(model), *ports, "--kv-cache-gib", "1",
+         *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + deadline_s
+    for line in proc.stdout:
+        output.append(line)
+        if "Lumos agent ready" in line or time.monotonic() > deadline:
+            break
+    if not any("Lumos agent ready" in line for line in output):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail("the stack did not get ready:\n" + "".join(output), pytrace=False)
+    return proc, output
+
+
 def test_taken_ports_are_named_with_what_to_do(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
@@ -111,22 +139,8 @@ def test_an_incomplete_adapter_folder_says_what_is_missing(tmp_path: Path) -> No
 def test_stack_answers_a_task_then_stops_cleanly_when_the_model_server_dies(vllm_server) -> None:
     ports = _ports()
     gateway = f"http://127.0.0.1:{ports[1]}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--model", str(vllm_server.model_dir), *ports,
-         "--kv-cache-gib", "1", "--adapters", "none"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    output: list[str] = []
+    proc, output = start_stack(vllm_server.model_dir, ports, "--adapters", "none", deadline_s=600)
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 600
-        for line in proc.stdout:
-            output.append(line)
-            if "Lumos agent ready" in line or time.monotonic() > deadline:
-                break
-        assert any("Lumos agent ready" in line for line in output), "".join(output)
         body = {"task": "What is 12 * 7 + 5?", "domain": "maths", "max_steps": 1}
         run = httpx.post(f"{gateway}/agent/run", json=body, timeout=300).json()
         assert run["status"] == "succeeded", run

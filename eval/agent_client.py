@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from typing import Any, Protocol
 import httpx
 
 from eval.metrics import WebStep
+from lumos.prompts import is_stop
 
 FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "timeout", "timed_out"})
 WEB_OPS = frozenset({"CLICK", "TYPE", "SELECT"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_SUBGOAL_RE = re.compile(r"Subgoal\s*\d+\s*:")
 
 
 @dataclass
@@ -45,6 +48,8 @@ class RunOutcome:
     """Actions the executor ran."""
     actions_failed: int = 0
     """Of those, the ones that came back with an error."""
+    planned_steps: int | None = None
+    """Subgoals the planner planned (`planned_steps`); None without events."""
 
     @property
     def failed(self) -> bool:
@@ -94,8 +99,31 @@ def _web_step(executed: dict[str, Any]) -> WebStep | None:
     return WebStep(element, op, value)
 
 
-def parse_run(body: dict[str, Any]) -> RunOutcome:
-    """A gateway run response as a `RunOutcome` (latency is the caller's to set)."""
+def planned_steps(events: list[dict[str, Any]], *, onetime: bool) -> int:
+    """Subgoals the planner planned in a run.
+
+    Iterative: one per step it planned before stopping (its stop subgoal, ``Yes, I will stop
+    planning.``, is none; a step planned again after a resume counts once). Onetime: the
+    ``Subgoal N:`` parts of the one plan, or 1 for a plan written without them.
+    """
+    subgoals = [(e.get("step"), _data_of(e)) for e in events if e.get("type") == "subgoal"]
+    if onetime:
+        plan = str(subgoals[-1][1].get("text") or "") if subgoals else ""
+        return len(_SUBGOAL_RE.findall(plan)) or int(bool(plan.strip()))
+    steps = {
+        f"#{i}" if step is None else step
+        for i, (step, data) in enumerate(subgoals)
+        if not (data.get("stop") or is_stop(str(data.get("text") or "")))
+    }
+    return len(steps)
+
+
+def parse_run(body: dict[str, Any], formulation: str | None = None) -> RunOutcome:
+    """A gateway run response as a `RunOutcome` (latency is the caller's to set).
+
+    The planned steps are counted as for a onetime run when `formulation`, the body's
+    ``formulation`` or the final event's ``finished_by`` says ``onetime``.
+    """
     events = _events_of(body)
     finals = [_data_of(e) for e in events if e.get("type") == "final"]
     final = finals[-1] if finals else {}
@@ -133,6 +161,7 @@ def parse_run(body: dict[str, Any]) -> RunOutcome:
             reward = _as_float(values[0]) if isinstance(values[0], int | float) else None
 
     finished_by = final.get("finished_by")
+    onetime = "onetime" in (formulation, body.get("formulation"), finished_by)
     return RunOutcome(
         answer=None if answer is None else str(answer),
         run_id=body.get("run_id") or body.get("id"),
@@ -146,6 +175,7 @@ def parse_run(body: dict[str, Any]) -> RunOutcome:
         parse_errors=sum(1 for e in errors if e.get("reason") == "grounding_parse_error"),
         actions=len(executed_all),
         actions_failed=sum(1 for e in executed_all if e.get("error")),
+        planned_steps=planned_steps(events, onetime=onetime) if events else None,
     )
 
 
@@ -267,5 +297,5 @@ class AgentClient:
                 return RunOutcome(
                     error=f"gateway answered 200 with a JSON {type(payload).__name__}, not an object"
                 )
-            return parse_run(payload)
+            return parse_run(payload, self.target.formulation)
         return RunOutcome(error=f"no answer from {url} within {self.target.timeout_s:g}s")

@@ -25,6 +25,9 @@ File formats (one JSON object per line unless said otherwise):
 - WebShop (``--webshop-data``): ``{"id"?: str, "instruction": str}``; the reward comes from
   the environment behind the gateway, not from this file.
 
+GSM8K and SVAMP questions carry ``meta["gold_steps"]``, the steps their reference solution
+takes (`gsm8k_gold_steps`, `svamp_gold_steps`), to compare with the subgoals the planner plans.
+
 A line may carry its own ``id`` (``id``, ``_id``, ``ID``, ``qid`` or ``annotation_id``);
 otherwise the id is a hash of the task text, so it is stable across runs and reorderings.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,15 +118,47 @@ def _dedupe(questions: list[Question]) -> list[Question]:
 
 
 def _load_question_answer(
-    path: Path, benchmark: str, gold_of: Callable[[Any, str], Any]
+    path: Path,
+    benchmark: str,
+    gold_of: Callable[[Any, str], Any],
+    meta_of: Callable[[Any], dict[str, Any]] = lambda _: {},
 ) -> list[Question]:
-    """Files of ``{"question", "answer"}`` lines; `gold_of(answer, "file:line")` makes the gold."""
+    """Files of ``{"question", "answer"}`` lines; `gold_of(answer, "file:line")` makes the gold,
+    `meta_of(answer)` the question's meta."""
     out = []
     for lineno, row in _read_jsonl(path):
         task = str(_field(row, "question", path, lineno)).strip()
-        gold = gold_of(_field(row, "answer", path, lineno), f"{path}:{lineno}")
-        out.append(Question(question_id(row, task), benchmark, task, task, gold))
+        answer = _field(row, "answer", path, lineno)
+        gold = gold_of(answer, f"{path}:{lineno}")
+        out.append(Question(question_id(row, task), benchmark, task, task, gold, meta_of(answer)))
     return _dedupe(out)
+
+
+_CALCULATOR_MARK_RE = re.compile(r"<<[^<>]*>>")
+# numbers, brackets and operators; an operator is binary when a number or ")" comes before it
+_EQUATION_TOKEN_RE = re.compile(r"\d*\.?\d+|[-+*/()]")
+_OPERATORS = frozenset("+-*/")
+
+
+def gsm8k_gold_steps(answer: str) -> int | None:
+    """Lines of the solution (before ``####``) with calculator marks ``<<16-3-4=9>>``.
+
+    `training.rules` makes one subgoal of each such line. None for a solution without marks
+    (a few are written as algebra): it has no step count to compare with.
+    """
+    solution = answer.split("####")[0]
+    return sum(1 for line in solution.splitlines() if _CALCULATOR_MARK_RE.search(line)) or None
+
+
+def svamp_gold_steps(equation: str) -> int | None:
+    """Binary operations in an SVAMP ``Equation``: ``( ( 6.0 * 4.0 ) + 2.0 )`` -> 2; None for none."""
+    tokens = _EQUATION_TOKEN_RE.findall(equation)
+    binary = sum(
+        1
+        for before, token in zip(tokens, tokens[1:], strict=False)
+        if token in _OPERATORS and before not in _OPERATORS | {"("}
+    )
+    return binary or None
 
 
 def _gsm8k_gold_at(answer: Any, where: str) -> str:
@@ -140,7 +176,9 @@ def load_strategyqa(path: Path) -> list[Question]:
 
 
 def load_gsm8k(path: Path) -> list[Question]:
-    return _load_question_answer(path, "gsm8k", _gsm8k_gold_at)
+    return _load_question_answer(
+        path, "gsm8k", _gsm8k_gold_at, lambda answer: {"gold_steps": gsm8k_gold_steps(str(answer))}
+    )
 
 
 def svamp_task(body: str, question: str) -> str:
@@ -161,7 +199,10 @@ def load_svamp(path: Path) -> list[Question]:
                 task,
                 task,
                 svamp_gold(answer),
-                {"gold_value": answer},
+                {
+                    "gold_value": answer,
+                    "gold_steps": svamp_gold_steps(str(row.get("Equation", ""))),
+                },
             )
         )
     return _dedupe(out)

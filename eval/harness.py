@@ -173,6 +173,8 @@ async def evaluate_one(
         "parse_errors": outcome.parse_errors,
         "actions": outcome.actions,
         "actions_failed": outcome.actions_failed,
+        "planned_steps": outcome.planned_steps,
+        "gold_steps": question.meta.get("gold_steps"),
     }
     if question.task != question.question:
         record["task"] = question.task

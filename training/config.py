@@ -48,6 +48,9 @@ class TrainConfig:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
+    # continue training this LoRA adapter (its folder) instead of starting from fresh
+    # weights; its own rank, alpha and target modules apply (lora_r etc. are ignored)
+    init_adapter: str | None = None
     deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. training/recipes/ds_zero3.json
     max_steps: int = -1  # > 0: stop after this many optimizer steps (smoke runs)
     logging_steps: int = 10

@@ -1,7 +1,7 @@
 """Lumos-mini: the whole Lumos recipe at small scale, from annotations to served adapters.
 
     python -m training.mini all          # annotate, train the four adapters, pack them
-    python -m training.mini annotate     # GSM8K + SVAMP train split -> Lumos annotations
+    python -m training.mini annotate     # GSM8K + SVAMP train split, synthetic -> annotations
     python -m training.mini train [--only plan_iterative ...]
     python -m training.mini pack         # .run/training/mini/* -> models/lumos-mini/*
 
@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "training" / "recipes" / "mini"
 ANNOTATIONS = ROOT / ".run" / "training" / "annotations"
 PACKED = ROOT / "models" / "lumos-mini"
+# Multi-step problems made by `training.synthetic` for the planners (GSM8K's train split
+# alone has too few multi-step plans; see training/RESULTS.md).
+SYNTHETIC_COUNT = 500
+SYNTHETIC_SEED = 7
 BASE_MODEL_NAME = "gemma-3-270m"  # what adapter_config.json names as its base (no local path)
 # The fields of PEFT's adapter_config.json that loading a LoRA adapter reads (PEFT and vLLM).
 CONFIG_KEYS = (
@@ -63,11 +67,27 @@ def annotate(data_dir: Path | None = None) -> list[Path]:
         if annotate_cli.main(argv) != 0:
             raise MiniError(f"annotating {dataset} failed (see above)")
         written.append(out)
+    from training import synthetic
+
+    out = ANNOTATIONS / "synthetic_train.jsonl"
+    argv = ["--count", str(SYNTHETIC_COUNT), "--seed", str(SYNTHETIC_SEED), "--out", str(out)]
+    if synthetic.main(argv) != 0:
+        raise MiniError("some synthetic problems failed validation (see above)")
+    written.append(out)
     return written
 
 
-def train(only: Sequence[str] = ADAPTERS, overrides: Sequence[str] = ()) -> list[Path]:
+def train(
+    only: Sequence[str] = ADAPTERS, overrides: Sequence[str] = (), *, force: bool = False
+) -> list[Path]:
+    """Train the adapters in `only`, one after the other.
+
+    Resumable: an adapter whose output folder already holds a finished run (its
+    ``lumos_training.json``, written last) is skipped unless `force`, so an interrupted
+    ``train`` started again goes on with the adapter it was training.
+    """
     from training.config import load_config
+    from training.sft import CONFIG_FILE
     from training.sft import train as sft_train
 
     outputs = []
@@ -84,6 +104,14 @@ def train(only: Sequence[str] = ADAPTERS, overrides: Sequence[str] = ()) -> list
             raise MiniError(
                 f"no base model at {config.model_name_or_path}: run `make default-model`"
             )
+        if not force and Path(config.output_dir, CONFIG_FILE).exists():
+            print(
+                f"[{k}/{len(only)}] {adapter}: already trained in {config.output_dir} "
+                "(--force trains it again)",
+                flush=True,
+            )
+            outputs.append(Path(config.output_dir))
+            continue
         print(f"[{k}/{len(only)}] {adapter}", flush=True)
         started = time.perf_counter()
         result = sft_train(config)
@@ -119,16 +147,21 @@ def pack_adapter(checkpoint: Path, out: Path) -> dict[str, float]:
     if trained.exists():
         record = json.loads(trained.read_text())
         keep = ("module", "formulation", "num_train_epochs", "learning_rate", "lora_r",
-                "lora_alpha", "max_examples", "effective_batch_size", "seed", "data")  # fmt: skip
+                "lora_alpha", "max_examples", "effective_batch_size", "seed", "init_adapter",
+                "train_files", "data")  # fmt: skip
         (out / "training.json").write_text(
             json.dumps({k: record[k] for k in keep if k in record}, indent=2) + "\n"
         )
     return stats
 
 
-def pack(source: Path = ROOT / ".run" / "training" / "mini", dest: Path = PACKED) -> list[Path]:
+def pack(
+    source: Path = ROOT / ".run" / "training" / "mini",
+    dest: Path = PACKED,
+    only: Sequence[str] = ADAPTERS,
+) -> list[Path]:
     written = []
-    for adapter in ADAPTERS:
+    for adapter in only:
         out = dest / adapter
         stats = pack_adapter(source / adapter, out)
         size = (out / "adapter_model.safetensors").stat().st_size
@@ -150,21 +183,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("step", choices=("all", "annotate", "train", "pack"))
     parser.add_argument(
-        "--only", nargs="+", choices=ADAPTERS, default=list(ADAPTERS), help="train these only"
+        "--only",
+        nargs="+",
+        choices=ADAPTERS,
+        default=list(ADAPTERS),
+        help="train (or pack) these only",
     )
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE",
         help="replace a recipe setting in every adapter's recipe (e.g. max_steps=20)",
     )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, help="evaluation data (default ../shared/...)")
+    parser.add_argument(
+        "--force", action="store_true", help="train adapters again that are already trained"
+    )
     args = parser.parse_args(argv)
     try:
         if args.step in ("all", "annotate"):
             annotate(args.data_dir)
         if args.step in ("all", "train"):
-            train(args.only, args.override)
+            train(args.only, args.override, force=args.force)
         if args.step in ("all", "pack"):
-            pack()
+            pack(only=args.only)
     except MiniError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,12 +1,21 @@
 """Rule-based annotations where a dataset's reasoning is already structured.
 
 - GSM8K: every solution line with calculator marks (``16 - 3 - 4 = <<16-3-4=9>>9 eggs``)
-  becomes a subgoal, each mark a ``Calculator`` action; a number equal to an earlier mark's
-  result is written as that result's variable (the latest one), so later steps build on
-  earlier ones as the LLM-converted annotations do.
+  becomes a subgoal, each mark a ``Calculator`` action over the mark's formula as written.
+  Numbers stay numbers: the subgoal shows the formula with the values earlier steps produced
+  (the iterative planner reads them in its feedback), and the grounder copies it. Writing a
+  number that equals an earlier result as that result's variable (``R1*2``) asked the
+  grounder to tell which variable holds 9 without ever seeing a value: the first Lumos-mini
+  grounder guessed wrong in 3 of 6 checked GSM8K last steps.
 - SVAMP: the ``Equation`` field (``( ( 6.0 * 4.0 ) + 2.0 )``) is a tree of binary
   operations; each operation, innermost first, becomes a subgoal with one ``Calculator``
   action over numbers and earlier results.
+
+The last subgoal of every draft says that it computes the answer ("Subgoal 3: Calculate the
+final answer: ..."; `FINAL_SUBGOAL`): the planner that writes it has just decided that the
+plan ends there, and the stop question that follows becomes one it can read off its own
+last subgoal. Without it a small planner trained on these drafts learnt no stop decision at
+all, only a prior (training/RESULTS.md).
 
 The drafts are not trusted: `training.validate` executes them and keeps those that reach
 the dataset's answer.
@@ -26,31 +35,11 @@ from training.annotation import Draft
 MARK_RE = re.compile(r"<<([^<>]*)>>")
 # "= $<<a*b=c>>c" in the prose: the equals sign, the mark and the result written after it
 _PROSE_RESULT_RE = re.compile(r"\s*=\s*\$?\s*<<[^<>]*>>\s*\$?[0-9][0-9,]*(?:\.[0-9]+)?")
-_NUMBER_RE = re.compile(r"(?<![\w.])(?:\d+(?:\.\d+)?|\.\d+)(?![\w.])")
+FINAL_SUBGOAL = "Calculate the final answer"
 
 
 class ConversionError(ValueError):
     """A dataset row the rules cannot turn into a draft (why is in the message)."""
-
-
-def _number(text: str) -> Fraction | None:
-    try:
-        return Fraction(text.replace(",", "").strip())
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _with_variables(expression: str, results: list[tuple[str, Fraction]]) -> str:
-    """Numbers of `expression` that equal an earlier result become its variable."""
-
-    def repl(m: re.Match[str]) -> str:
-        value = _number(m.group(0))
-        for variable, result in reversed(results):
-            if value is not None and value == result:
-                return variable
-        return m.group(0)
-
-    return _NUMBER_RE.sub(repl, expression)
 
 
 def _prose(line: str) -> str:
@@ -58,6 +47,15 @@ def _prose(line: str) -> str:
     text = _PROSE_RESULT_RE.sub("", line)
     text = MARK_RE.sub("", text)
     return " ".join(text.split()).rstrip(".") + "."
+
+
+def final_subgoal(subgoal: str) -> str:
+    """``"Subgoal 3: Calculate: x."`` or ``"Subgoal 3: Calculate x."`` -> the last step's
+    wording, ``"Subgoal 3: Calculate the final answer: x."``."""
+    head, sep, rest = subgoal.partition(": Calculate")
+    if not sep:
+        raise ConversionError(f"not a Calculate subgoal: {subgoal!r}")
+    return f"{head}: {FINAL_SUBGOAL}: {rest.removeprefix(':').strip()}"
 
 
 def gsm8k_draft(row: dict[str, Any]) -> Draft:
@@ -69,28 +67,23 @@ def gsm8k_draft(row: dict[str, Any]) -> Draft:
     solution = answer.split("####")[0]
     subgoals: list[str] = []
     groundings: list[str] = []
-    results: list[tuple[str, Fraction]] = []
+    outputs = 0
     for line in solution.splitlines():
         marks = MARK_RE.findall(line)
         if not marks:
             continue
         actions = []
         for mark in marks:
-            expression, sep, result = mark.rpartition("=")
+            expression, sep, _ = mark.rpartition("=")
             if not sep or not expression.strip():
                 raise ConversionError(f"calculator mark without 'formula=result': <<{mark}>>")
-            variable = f"R{len(results) + 1}"
-            formula = _with_variables(expression.strip(), results)
-            actions.append(f"{variable} = Calculator({formula})")
-            value = _number(result)
-            if value is not None:
-                results.append((variable, value))
-            else:
-                results.append((variable, Fraction(-(10**18))))  # unreferable, keeps numbering
+            outputs += 1
+            actions.append(f"R{outputs} = Calculator({expression.strip()})")
         subgoals.append(f"Subgoal {len(subgoals) + 1}: Calculate: {_prose(line)}")
         groundings.append("; ".join(actions))
     if not subgoals:
         raise ConversionError("the solution has no calculator marks")
+    subgoals[-1] = final_subgoal(subgoals[-1])
     return Draft(
         id=question_id(row, task),
         dataset="gsm8k",
@@ -146,6 +139,7 @@ def svamp_draft(row: dict[str, Any]) -> Draft:
     visit(tree)
     if not subgoals:
         raise ConversionError(f"the equation {equation!r} has no operation")
+    subgoals[-1] = final_subgoal(subgoals[-1])
     return Draft(
         id=question_id(row, task),
         dataset="svamp",

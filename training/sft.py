@@ -71,8 +71,17 @@ class PaddingCollator:
         }
 
 
-def answer_token_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """Mean next-token cross entropy over the labelled positions, like ``model(labels=...)``.
+def answer_token_loss(model: Any, batch: dict[str, Any], num_items: Any = None) -> Any:
+    """Next-token cross entropy over the labelled positions of `batch`.
+
+    Without `num_items` it is the mean over the batch's labelled tokens, like
+    ``model(labels=...)``. With `num_items` (the labelled tokens of the whole accumulated
+    batch) it is the sum divided by that count, so that micro-batches accumulated into one
+    optimizer step add up to the mean over *every* labelled token of the step: each token
+    weighs the same wherever it sits. A mean per micro-batch instead gives a token of a
+    batch of short conversations several times the weight of one in a batch of long ones
+    (batches are grouped by length), which taught the first Lumos-mini planners the short
+    one-step conversations' "stop" far more than the data holds it (training/RESULTS.md).
 
     The output projection runs only on the hidden states whose next token carries a label:
     with Gemma's 262K-entry vocabulary it is most of a small model's compute, and the
@@ -90,19 +99,26 @@ def answer_token_loss(model: Any, batch: dict[str, Any]) -> Any:
     cap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return torch.nn.functional.cross_entropy(logits, targets[keep])
+    if num_items is None:
+        return torch.nn.functional.cross_entropy(logits, targets[keep])
+    total = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+    return total / torch.as_tensor(num_items, dtype=total.dtype, device=total.device)
 
 
 def _trainer_class() -> Any:
     from transformers import Trainer
 
     class AnswerTokenTrainer(Trainer):
-        """`Trainer` whose loss is `answer_token_loss`, a mean per batch."""
+        """`Trainer` whose loss is `answer_token_loss`, weighted per labelled token.
+
+        ``model_accepts_loss_kwargs`` makes `Trainer` count the labelled tokens of each
+        accumulated batch (``num_items_in_batch``) and not divide the loss again by the
+        accumulation steps: our loss divides by that count itself.
+        """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            # our loss is a per-batch mean: let Trainer divide by the accumulation steps
-            self.model_accepts_loss_kwargs = False
+            self.model_accepts_loss_kwargs = True
 
         def compute_loss(
             self,
@@ -111,7 +127,7 @@ def _trainer_class() -> Any:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
-            loss = answer_token_loss(model, inputs)
+            loss = answer_token_loss(model, inputs, num_items_in_batch)
             return (loss, None) if return_outputs else loss
 
     return AnswerTokenTrainer
@@ -186,7 +202,15 @@ def train(config: TrainConfig) -> RunResult:
 
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model: Any = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype)
-    if config.lora:
+    if config.lora and config.init_adapter:
+        from peft import PeftModel
+
+        if not Path(config.init_adapter, "adapter_config.json").exists():
+            raise ConfigError(f"init_adapter {config.init_adapter} holds no adapter_config.json")
+        model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+    elif config.init_adapter:
+        raise ConfigError("init_adapter needs lora = true (it continues a LoRA adapter)")
+    elif config.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(

@@ -28,7 +28,7 @@ JANET_PLANNER = (
     f"Task: {JANET}; Initial Environment Description: None.\n<|assistant|>\n"
     "Subgoal 1: Calculate: Janet sells 16 - 3 - 4 duck eggs a day.\n\n"
     "<|user|>\nThe executed result for Subgoal 1 is 9. Should we stop planning?\n<|assistant|>\n"
-    "No, I will keep planning. Subgoal 2: Calculate: She makes 9 * 2 every day at the farmer’s market.\n\n"
+    "No, I will keep planning. Subgoal 2: Calculate the final answer: She makes 9 * 2 every day at the farmer’s market.\n\n"
     "<|user|>\nThe executed result for Subgoal 2 is 18. Should we stop planning?\n<|assistant|>\n"
     "Yes, I will stop planning."
 )
@@ -36,8 +36,8 @@ JANET_GROUNDER = (
     f"<|user|>\n{GROUND_INSTRUCTION}Task: {JANET} \n"
     "Subgoal to be grounded: Subgoal 1: Calculate: Janet sells 16 - 3 - 4 duck eggs a day.\n"
     "<|assistant|>\nR1 = Calculator(16-3-4)\n\n"
-    "<|user|>\nSubgoal to be grounded: No, I will keep planning. Subgoal 2: Calculate: She makes "
-    "9 * 2 every day at the farmer’s market.\n<|assistant|>\nR2 = Calculator(R1*2)"
+    "<|user|>\nSubgoal to be grounded: No, I will keep planning. Subgoal 2: Calculate the final answer: She makes "
+    "9 * 2 every day at the farmer’s market.\n<|assistant|>\nR2 = Calculator(9*2)"
 )
 
 # ( ( 4.0 + 13.0 ) * 15.0 ) = 255
@@ -50,7 +50,7 @@ DEAN_PLANNER = (
     f"Task: {DEAN_TASK}; Initial Environment Description: None.\n<|assistant|>\n"
     "Subgoal 1: Calculate 4 plus 13.\n\n"
     "<|user|>\nThe executed result for Subgoal 1 is 17. Should we stop planning?\n<|assistant|>\n"
-    "No, I will keep planning. Subgoal 2: Calculate the result of Subgoal 1 times 15.\n\n"
+    "No, I will keep planning. Subgoal 2: Calculate the final answer: the result of Subgoal 1 times 15.\n\n"
     "<|user|>\nThe executed result for Subgoal 2 is 255. Should we stop planning?\n<|assistant|>\n"
     "Yes, I will stop planning."
 )
@@ -60,32 +60,32 @@ def _row(rows, **match):
     return next(r for r in rows if all(r[k] == v for k, v in match.items()))
 
 
-def test_gsm8k_marks_become_calculator_steps_with_earlier_results_as_variables(gsm8k_rows) -> None:
+def test_gsm8k_marks_become_calculator_steps_over_the_formulas_as_written(gsm8k_rows) -> None:
     (annotation,) = [o.annotation for o in check_drafts([gsm8k_draft(gsm8k_rows[0])])]
     assert annotation is not None
     assert render(annotation, "plan", "iterative").text == JANET_PLANNER
     assert render(annotation, "ground", "iterative").text == JANET_GROUNDER
     assert render(annotation, "plan", "onetime").answers == [
         "Subgoal 1: Calculate: Janet sells 16 - 3 - 4 duck eggs a day.; "
-        "Subgoal 2: Calculate: She makes 9 * 2 every day at the farmer’s market."
+        "Subgoal 2: Calculate the final answer: She makes 9 * 2 every day at the farmer’s market."
     ]
     assert render(annotation, "ground", "onetime").answers == [
-        "R1 = Calculator(16-3-4); R2 = Calculator(R1*2)"
+        "R1 = Calculator(16-3-4); R2 = Calculator(9*2)"
     ]
 
 
-def test_gsm8k_number_equal_to_an_earlier_result_is_its_variable_others_stay(gsm8k_rows) -> None:
+def test_gsm8k_numbers_stay_numbers_and_the_last_subgoal_says_it_is_the_answer(gsm8k_rows) -> None:
     robe = _row(gsm8k_rows, question=gsm8k_rows[1]["question"])
     draft = gsm8k_draft(robe)
     assert draft.subgoals == [
         "Subgoal 1: Calculate: It takes 2/2 bolt of white fiber.",
-        "Subgoal 2: Calculate: So the total amount of fabric is 2+1 bolts of fabric.",
+        "Subgoal 2: Calculate the final answer: So the total amount of fabric is 2+1 bolts of fabric.",
     ]
-    assert draft.groundings == ["R1 = Calculator(2/2)", "R2 = Calculator(2+R1)"]
+    assert draft.groundings == ["R1 = Calculator(2/2)", "R2 = Calculator(2+1)"]
     assert draft.answer == "3"
 
 
-def test_gsm8k_several_marks_on_one_line_are_one_subgoal_the_latest_equal_result_wins() -> None:
+def test_gsm8k_several_marks_on_one_line_are_one_subgoal_numbered_in_order() -> None:
     row = {
         "question": "q",
         "answer": "He has 2*2=<<2*2=4>>4 and 8/2=<<8/2=4>>4 apples.\nSo 4+1=<<4+1=5>>5.\n#### 5",
@@ -93,7 +93,7 @@ def test_gsm8k_several_marks_on_one_line_are_one_subgoal_the_latest_equal_result
     draft = gsm8k_draft(row)
     assert draft.groundings == [
         "R1 = Calculator(2*2); R2 = Calculator(8/2)",
-        "R3 = Calculator(R2+1)",
+        "R3 = Calculator(4+1)",
     ]
 
 

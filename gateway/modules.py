@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gateway.settings import GatewaySettings
 from lumos.agent import ActionExecutor, ExecutionRequest, Generation, LanguageModule
+from lumos.domains import DOMAINS
 from lumos.llm import CompletionClient
 from lumos.readiness import NotReadyError, wait_ready
 from lumos.scripted import ScriptedExecutor, ScriptedModel
@@ -31,8 +32,12 @@ from lumos.trace import ExecutedAction
 # The Lumos harness decodes greedily, one line per turn, at most 512 new tokens.
 MAX_TOKENS = 512
 STOP = ("\n",)
-FORMULATIONS = ("iterative", "onetime")
 READY_PROBE_S = 0.9
+
+
+def _all_domains_alike() -> dict[str, Any]:
+    """`domains()` of modules given in-process (tests, the scripted harness)."""
+    return {"trained": sorted(DOMAINS), "untrained": [], "untrained_model": None}
 
 
 class ExecutorError(Exception):
@@ -140,6 +145,8 @@ class RunModules:
     planner: LanguageModule
     grounder: LanguageModule
     executor: ActionExecutor
+    # served model names ({"planner": ..., "grounder": ...}) where the modules are remote
+    models: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,9 +163,19 @@ class ComponentCheck:
 
 class ModuleProvider(Protocol):
     def for_run(
-        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+        self,
+        run_id: str,
+        completed_steps: int,
+        formulation: str = "iterative",
+        domain: str | None = None,
     ) -> RunModules:
-        """The modules of one run of `formulation`, resumed after `completed_steps` steps."""
+        """The modules of one run of `formulation` in `domain`, resumed after
+        `completed_steps` steps."""
+        ...
+
+    def domains(self) -> dict[str, Any]:
+        """`/readyz`'s `domains`: which domains run on trained modules (`trained`), which on
+        the untrained fallback (`untrained`, served by `untrained_model`)."""
         ...
 
     async def check(self) -> dict[str, ComponentCheck]:
@@ -192,38 +209,36 @@ class RemoteModules:
                 for url in urls
             ]
 
-        # formulation -> replicas; a formulation whose models are the same shares the clients
-        self.planners: dict[str, list[CompletionModule]] = {}
-        self.grounders: dict[str, list[CompletionModule]] = {}
-        by_model: dict[tuple[str, str], list[CompletionModule]] = {}
-        for formulation in FORMULATIONS:
-            planner_model, grounder_model = settings.module_models(formulation)
-            for role, urls, model, table in (
-                ("plan", settings.planner_urls, planner_model, self.planners),
-                ("ground", settings.grounder_urls, grounder_model, self.grounders),
-            ):
-                if (role, model) not in by_model:
-                    by_model[(role, model)] = clients(urls, model)
-                table[formulation] = by_model[(role, model)]
+        # served model name -> replicas, for every name some run may use
+        planner_models, grounder_models = settings.models_in_use()
+        self.planners = {m: clients(settings.planner_urls, m) for m in planner_models}
+        self.grounders = {m: clients(settings.grounder_urls, m) for m in grounder_models}
         self.executor = HTTPExecutor(
             settings.executor_url, client=client, timeout_s=settings.module_timeout_s
         )
 
     def for_run(
-        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+        self,
+        run_id: str,
+        completed_steps: int,
+        formulation: str = "iterative",
+        domain: str | None = None,
     ) -> RunModules:
-        planners = self.planners.get(formulation, self.planners["iterative"])
-        grounders = self.grounders.get(formulation, self.grounders["iterative"])
+        planner_model, grounder_model = self.settings.module_models(formulation, domain)
+        planners, grounders = self.planners[planner_model], self.grounders[grounder_model]
         return RunModules(
             planner=planners[replica_index(run_id, len(planners))],
             grounder=grounders[replica_index(run_id, len(grounders))],
             executor=self.executor,
+            models={"planner": planner_model, "grounder": grounder_model},
         )
+
+    def domains(self) -> dict[str, Any]:
+        return self.settings.domain_report()
 
     async def check(self) -> dict[str, ComponentCheck]:
         s = self.settings
-        planner_models = sorted({s.module_models(f)[0] for f in FORMULATIONS})
-        grounder_models = sorted({s.module_models(f)[1] for f in FORMULATIONS})
+        planner_models, grounder_models = s.models_in_use()
         planner, grounder, executor = await asyncio.gather(
             self._check_models(s.planner_urls, planner_models),
             self._check_models(s.grounder_urls, grounder_models),
@@ -246,7 +261,8 @@ class RemoteModules:
                 "down",
                 f"{url} does not serve model {', '.join(map(repr, missing))} (it serves "
                 f"{', '.join(report.models) or 'none'}); set LUMOS_PLANNER_MODEL / "
-                "LUMOS_GROUNDER_MODEL (and the *_ONETIME ones) to its served names",
+                "LUMOS_GROUNDER_MODEL (and the *_ONETIME ones, LUMOS_UNTRAINED_MODEL) to "
+                "its served names",
                 elapsed,
             )
         return ComponentCheck("ok", url, elapsed)
@@ -277,9 +293,16 @@ class FixedModules:
         self.modules = RunModules(planner, grounder, executor)
 
     def for_run(
-        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+        self,
+        run_id: str,
+        completed_steps: int,
+        formulation: str = "iterative",
+        domain: str | None = None,
     ) -> RunModules:
         return self.modules
+
+    def domains(self) -> dict[str, Any]:
+        return _all_domains_alike()
 
     async def check(self) -> dict[str, ComponentCheck]:
         ok = ComponentCheck("ok", "in-process module given to create_app")
@@ -347,7 +370,11 @@ class ScriptedModules:
         return cls(spec, str(path))
 
     def for_run(
-        self, run_id: str, completed_steps: int, formulation: str = "iterative"
+        self,
+        run_id: str,
+        completed_steps: int,
+        formulation: str = "iterative",
+        domain: str | None = None,
     ) -> RunModules:
         s = self.spec
         return RunModules(
@@ -359,6 +386,9 @@ class ScriptedModules:
             ),
             executor=_Delayed(ScriptedExecutor(s.tool_results), s.delay_s),
         )
+
+    def domains(self) -> dict[str, Any]:
+        return _all_domains_alike()
 
     async def check(self) -> dict[str, ComponentCheck]:
         ok = ComponentCheck("ok", f"scripted from {self.source} (test harness)")

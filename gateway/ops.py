@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from gateway.metrics import GatewayMetrics
 from gateway.modules import ComponentCheck, ModuleProvider
+from gateway.schemas import Readiness
 from gateway.store import RunStore
 
 router = APIRouter(tags=["operations"])
@@ -37,15 +38,16 @@ async def _check_redis(store: RunStore) -> ComponentCheck:
     "/readyz",
     summary="Readiness: Redis, planner, grounder and executor, each checked",
     responses={
-        200: {"description": "every dependency is up"},
+        200: {"description": "every dependency is up", "model": Readiness},
         503: {
             "description": "some dependency is down; `checks` says which and why",
-            "content": {"application/json": {"schema": {}}},
+            "model": Readiness,
         },
     },
 )
 async def readyz(request: Request) -> JSONResponse:
-    """200 when every dependency is up, else 503; `checks` says which one is not and why."""
+    """200 when every dependency is up, else 503; `checks` says which one is not and why,
+    `domains` which domains' runs use trained modules and which the untrained fallback."""
     store: RunStore = request.app.state.store
     modules: ModuleProvider = request.app.state.modules
     redis, others = await asyncio.gather(_check_redis(store), modules.check())
@@ -62,6 +64,7 @@ async def readyz(request: Request) -> JSONResponse:
             "busy": worker.busy,
             "slots": worker.settings.worker_concurrency,
         },
+        "domains": modules.domains(),
     }
     return JSONResponse(body, 200 if ready else 503)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -152,3 +152,37 @@ def run_view(record: RunRecord, events: list[StoredEvent], timings: dict[str, An
         events_url=urls["events_url"],
         trace=[EventView.of(record.id, s) for s in events],
     )
+
+
+class ComponentReadiness(BaseModel):
+    status: Literal["ok", "down"]
+    detail: str = Field(description="what was checked, or why it is down")
+    latency_s: float
+
+
+class WorkerReadiness(BaseModel):
+    name: str
+    busy: int = Field(description="runs this process executes now")
+    slots: int = Field(description="LUMOS_WORKER_CONCURRENCY")
+
+
+class DomainModules(BaseModel):
+    """Which domains' runs use modules trained for them (LUMOS_TRAINED_DOMAINS)."""
+
+    trained: list[str] = Field(description="domains whose runs use the trained planner/grounder")
+    untrained: list[str] = Field(description="domains the configured models were not trained for")
+    untrained_model: str | None = Field(
+        description="served model (LUMOS_UNTRAINED_MODEL) that plans and grounds runs of the "
+        "untrained domains with their prompts; null: the trained models serve them too"
+    )
+
+
+class Readiness(BaseModel):
+    """`GET /readyz`."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, ComponentReadiness] = Field(
+        description="redis, planner, grounder, executor: each checked now"
+    )
+    worker: WorkerReadiness | None = Field(description="null: this process serves the API only")
+    domains: DomainModules

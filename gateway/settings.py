@@ -6,12 +6,14 @@ settings is built from them).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lumos.agent import DEFAULT_MAX_STEPS
+from lumos.domains import DOMAINS, UnknownDomainError, resolve_domain
+from lumos.trace import Formulation
 
 UrlList = Annotated[list[str], NoDecode]
 
@@ -68,14 +70,52 @@ class GatewaySettings(BaseSettings):
         "LUMOS_GROUNDER_MODEL.",
     )
 
-    def module_models(self, formulation: str) -> tuple[str, str]:
-        """(planner, grounder) served model names for runs of `formulation`."""
+    trained_domains: UrlList = Field(
+        default=[],
+        description="Domains the planner and grounder models above were trained for, "
+        "comma-separated (complex_qa, maths, web_agent, webshop; a dataset such as gsm8k "
+        "names its domain); runs of other domains use LUMOS_UNTRAINED_MODEL. Empty: all "
+        "domains (the released checkpoints). `/readyz` lists them under `domains`.",
+    )
+    untrained_model: str | None = Field(
+        default=None,
+        description="Served model name used as both planner and grounder (with the domain's "
+        "prompts) for runs of domains not in LUMOS_TRAINED_DOMAINS, e.g. the base model "
+        "`lumos-base`; unset: the models above serve every domain.",
+    )
+
+    def is_trained(self, domain: str) -> bool:
+        """Whether the configured planner and grounder were trained for `domain`."""
+        return not self.trained_domains or resolve_domain(domain).name in self.trained_domains
+
+    def module_models(self, formulation: str, domain: str | None = None) -> tuple[str, str]:
+        """(planner, grounder) served model names for runs of `formulation` in `domain`.
+
+        `domain` None: the trained models (what runs of a trained domain get).
+        """
+        if domain is not None and self.untrained_model and not self.is_trained(domain):
+            return self.untrained_model, self.untrained_model
         if formulation == "onetime":
             return (
                 self.planner_model_onetime or self.planner_model,
                 self.grounder_model_onetime or self.grounder_model,
             )
         return self.planner_model, self.grounder_model
+
+    def models_in_use(self) -> tuple[list[str], list[str]]:
+        """Every (planner, grounder) served model name some run may use, sorted."""
+        pairs = [self.module_models(f, d) for f in Formulation for d in DOMAINS]
+        return sorted({p for p, _ in pairs}), sorted({g for _, g in pairs})
+
+    def domain_report(self) -> dict[str, Any]:
+        """Which domains run on trained modules and which on the untrained fallback."""
+        trained = [d for d in sorted(DOMAINS) if self.is_trained(d)]
+        untrained = [d for d in sorted(DOMAINS) if not self.is_trained(d)]
+        return {
+            "trained": trained,
+            "untrained": untrained,
+            "untrained_model": self.untrained_model if untrained else None,
+        }
 
     executor_url: str = Field(
         default="http://localhost:8003",
@@ -167,7 +207,9 @@ class GatewaySettings(BaseSettings):
         "too_many_attempts (guards against a run that kills every worker).",
     )
 
-    @field_validator("planner_urls", "grounder_urls", "api_keys_sha256", mode="before")
+    @field_validator(
+        "planner_urls", "grounder_urls", "api_keys_sha256", "trained_domains", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
@@ -178,6 +220,19 @@ class GatewaySettings(BaseSettings):
         if not value:
             raise ValueError("give at least one base URL, e.g. http://localhost:8001")
         return value
+
+    @field_validator("untrained_model")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("trained_domains")
+    @classmethod
+    def _known_domains(cls, value: list[str]) -> list[str]:
+        try:
+            return sorted({resolve_domain(name.strip()).name for name in value})
+        except UnknownDomainError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("api_keys_sha256")
     @classmethod

@@ -195,7 +195,9 @@ class RunWorker:
         completed = steps_from_events(stored)
         events = list(stored)
         already_started = any(ev.type == "started" for ev in stored)
-        modules = self.modules.for_run(record.id, len(completed), str(record.formulation))
+        modules = self.modules.for_run(
+            record.id, len(completed), str(record.formulation), record.domain
+        )
         assert record.started_at is not None
         deadline_at = record.started_at + record.deadline_s
         remaining_s = deadline_at - time.time()
@@ -223,6 +225,9 @@ class RunWorker:
                 async for ev in agent.run(record.task, completed=completed, run_id=record.id):
                     if ev.type == "started" and already_started:
                         continue  # a run resumed before its first step completed
+                    if ev.type == "started" and modules.models:
+                        # the served model names this run plans and grounds with
+                        ev = ev.model_copy(update={"data": {**ev.data, "models": modules.models}})
                     events.append(ev)
                     if not await self._record(record, attempt, ev, events):
                         raise AttemptLost

@@ -22,7 +22,9 @@ from pathlib import Path
 
 # Run as a script from the repository root: make the project's packages importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lumos.domains import DOMAINS, UnknownDomainError, resolve_domain  # noqa: E402
 from services.modelserver.adapters import (  # noqa: E402
+    BASE_SERVED_NAME,
     AdapterError,
     adapter_folders,
     gateway_env,
@@ -89,6 +91,42 @@ def wait_http(child: ManagedProcess, url: str, deadline_s: float, what: str) -> 
     )
 
 
+# Lumos-mini's adapters were trained on maths only: runs of the other domains go to the base
+# model with their domain's prompts instead of to maths-trained modules.
+MINI_TRAINED_DOMAINS = "maths"
+
+
+def domain_env() -> dict[str, str]:
+    """The gateway's LUMOS_TRAINED_DOMAINS / LUMOS_UNTRAINED_MODEL for served adapters
+    (either may be overridden from the environment; LUMOS_TRAINED_DOMAINS= means all)."""
+    return {
+        "LUMOS_TRAINED_DOMAINS": os.environ.get("LUMOS_TRAINED_DOMAINS", MINI_TRAINED_DOMAINS),
+        "LUMOS_UNTRAINED_MODEL": os.environ.get("LUMOS_UNTRAINED_MODEL", BASE_SERVED_NAME),
+    }
+
+
+def trained_domains(value: str) -> list[str]:
+    """LUMOS_TRAINED_DOMAINS as the gateway reads it (UnknownDomainError names the valid ones)."""
+    return sorted({resolve_domain(d.strip()).name for d in value.split(",") if d.strip()})
+
+
+def domains_line(module_env: dict[str, str]) -> str:
+    """The ready banner's line on which domains have trained modules."""
+    if "LUMOS_PLANNER_MODEL" not in module_env:
+        return "no trained modules: the base model plans and grounds every domain"
+    trained = trained_domains(module_env["LUMOS_TRAINED_DOMAINS"])
+    untrained_model = module_env["LUMOS_UNTRAINED_MODEL"]
+    if not trained:
+        return "trained modules: every domain"
+    others = [d for d in sorted(DOMAINS) if d not in trained]
+    line = f"trained modules: {', '.join(trained)}"
+    if others and untrained_model:
+        line += f"; {', '.join(others)} run on {untrained_model} with their domain's prompts"
+    elif others:
+        line += f"; {', '.join(others)} run on the same modules (not trained for them)"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=os.environ.get("LUMOS_MODEL_PATH", ""))
@@ -144,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         except AdapterError as exc:
             print(f"{exc}\n(set LUMOS_ADAPTERS to another folder, or to none)")
             return 2
-        module_env = gateway_env()
+        module_env = {**gateway_env(), **domain_env()}
+        try:
+            trained_domains(module_env["LUMOS_TRAINED_DOMAINS"])
+        except UnknownDomainError as exc:
+            print(f"LUMOS_TRAINED_DOMAINS: {exc}")
+            return 2
     vllm_python = ROOT / ".venv-vllm" / "bin" / "python"
     if not vllm_python.exists():
         print("the vLLM CPU build is missing (.venv-vllm): run `make vllm`")
@@ -262,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
              "domain": "maths"}
         )  # fmt: skip
         print(
-            f"\nLumos agent ready in {ready_s:.0f}s at {gateway_url}\n\n"
+            f"\nLumos agent ready in {ready_s:.0f}s at {gateway_url}\n"
+            f"{domains_line(module_env)} (GET {gateway_url}/readyz lists them)\n\n"
             f"  curl -s {gateway_url}/agent/run -H 'Content-Type: application/json' \\\n"
             f"       -d '{example}'\n\n"
             f'  .venv/bin/lumos run "What is 12 * 7 + 5?" --domain maths --url {gateway_url}\n\n'

@@ -47,10 +47,11 @@ WORKDIR /app
 
 # The executor (`python -m services.executor` on port 8003): the tools the grounded actions
 # call, with Debian's headless Chromium and fonts for the web tools (Playwright's own browser
-# downloads are never used).
+# downloads are never used); Playwright's bundled node driver needs libatomic.
 FROM runtime AS executor
 RUN apt-get update -q \
     && apt-get install -y -q --no-install-recommends chromium fonts-liberation fonts-dejavu-core \
+       libatomic1 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build-web /opt/venv /opt/venv
 ENV LUMOS_EXECUTOR_HOST=0.0.0.0 \

@@ -84,7 +84,7 @@ scripts/docker_base_images.sh
 scripts/docker_wheelhouse.sh
 say "base images and wheelhouse ready in $(( $(date +%s) - t )) s"
 t=$(date +%s)
-LUMOS_PIP_OFFLINE=1 dc build --progress quiet >"$D/build.log" 2>&1 \
+LUMOS_PIP_OFFLINE=1 dc build >"$D/build.log" 2>&1 \
     || { tail -n 40 "$D/build.log"; exit 1; }
 say "images built in $(( $(date +%s) - t )) s"
 

@@ -52,8 +52,11 @@ standin() {  # standin IMAGE APT_PACKAGES DOCKERFILE_TAIL
         | docker build -q --network host -t "$image" - >/dev/null
     echo "built $image in $(( $(date +%s) - start )) s"
 }
+# The official image disables protected mode (its network is the container's); Debian's
+# build keeps it on, which refuses every other container: the entrypoint turns it off.
 standin redis:7.2.5-alpine "redis-server redis-tools" \
     'WORKDIR /data
+ENTRYPOINT ["/bin/sh", "-c", "if [ \"$1\" = redis-server ]; then shift; exec redis-server --protected-mode no \"$@\"; fi; exec \"$@\"", "docker-entrypoint"]
 CMD ["redis-server"]'
 standin prom/prometheus:v3.5.0 "prometheus wget" \
     'RUN mkdir -p /prometheus /etc/prometheus

@@ -52,6 +52,9 @@ stop)
         for _ in $(seq 10); do kill -0 "$cpid" 2>/dev/null || break; sleep 1; done
         kill "$cpid" 2>/dev/null || true
     fi
+    # What the daemon leaves mounted under its folders (its default network namespace).
+    awk -v d="$D/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r \
+        | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -f "$D/started-here" "$SOCK"
     ;;
 *)

@@ -17,6 +17,7 @@ test: setup default-model
 	LUMOS_REQUIRE_BROWSER=$${LUMOS_REQUIRE_BROWSER-1} LUMOS_REQUIRE_TOOLS=$${LUMOS_REQUIRE_TOOLS-1} \
 	LUMOS_REQUIRE_DEFAULT_MODEL=$${LUMOS_REQUIRE_DEFAULT_MODEL-1} \
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	LUMOS_REQUIRE_DOCKER=$${LUMOS_REQUIRE_DOCKER-1} bash scripts/compose_test.sh
 
 ## run: set up everything and serve the agent here (Redis, vLLM CPU, executor, gateway)
 run: venv vllm default-model

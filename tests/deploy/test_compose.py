@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import importlib.util
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -134,7 +136,7 @@ def test_model_servers_reserve_one_nvidia_gpu_each(base) -> None:
 
 def _default(value: str) -> str:
     """`${VAR:-default}` -> `default` (compose's interpolation of an unset variable)."""
-    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", value)
 
 
 def _flag(command: list[str], flag: str) -> list[str]:
@@ -212,6 +214,14 @@ def test_the_cpu_gateway_asks_for_the_adapters_names(cpu_services) -> None:
     env = cpu_services["gateway"]["environment"]
     for variable, name in gateway_env().items():
         assert env[variable] == name, variable
+    # make run's choice of domains for the adapters (scripts/run_local.py domain_env())
+    spec = importlib.util.spec_from_file_location("run_local", REPO / "scripts" / "run_local.py")
+    assert spec and spec.loader
+    run_local = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_local)
+    for variable, value in run_local.domain_env().items():
+        if variable not in os.environ:
+            assert _default(env[variable]) == value, variable
 
 
 def _images(*composes: dict[str, Any]) -> list[tuple[str, str]]:

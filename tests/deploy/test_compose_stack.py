@@ -194,8 +194,14 @@ def test_prometheus_scrapes_every_target_of_the_stack() -> None:
         "lumos_executor_tool_latency_seconds_count",
         '{__name__=~"vllm[:_]e2e_request_latency_seconds_count"}',
     ):
-        result = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10)
-        assert result.json()["data"]["result"], f"no samples of {query}"
+        # scraped every 15 s: the runs above may not be in the last scrape yet
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            answer = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10)
+            if answer.json()["data"]["result"]:
+                break
+            time.sleep(3)
+        assert answer.json()["data"]["result"], f"no samples of {query}"
 
 
 BROWSER_CHECK = """

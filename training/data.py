@@ -37,13 +37,14 @@ class DataReport:
     tokens: int = 0
     trained_tokens: int = 0
     sampled_from: int = 0  # usable examples before a seeded sample of max_examples
+    one_step_dropped: int = 0  # one-step annotations over max_one_step
 
     def summary(self) -> str:
         sample = f" (a seeded sample of {self.sampled_from})" if self.sampled_from else ""
         return (
             f"{self.examples} examples{sample} from {self.annotations} annotations in "
             f"{len(self.files)} file(s); skipped {len(self.unparsable)} unparsable lines; "
-            f"dropped {self.test_dropped} test-split, "
+            f"dropped {self.test_dropped} test-split, {self.one_step_dropped} one-step over the cap, "
             f"{self.unrenderable} unrenderable, {self.truncated_away} with no answer left "
             f"after truncation; {self.tokens} tokens, {self.trained_tokens} with loss"
         )
@@ -81,21 +82,29 @@ def load_examples(
     exclude_test: bool = True,
     max_examples: int = 0,
     sample_seed: int | None = None,
+    max_one_step: int = -1,
 ) -> tuple[list[Encoded], DataReport]:
     """Every usable example of `files`, encoded; `max_examples` > 0 keeps that many.
 
     Which ones: the first in file order, or with `sample_seed` a random sample drawn with
     that seed across all files (so a mix of datasets, the same sample every run).
+    `max_one_step` >= 0 keeps only that many one-step annotations (the first in file order).
     """
     module, formulation = Module(module), Formulation(formulation)
     report = DataReport(files=[str(f) for f in files])
     examples: list[Encoded] = []
+    one_step = 0
     for f in files:
         for annotation in read_training_file(Path(f), module, formulation):
             if isinstance(annotation, ValueError):
                 report.unparsable.append(str(annotation)[:300])
                 continue
             report.annotations += 1
+            if len(annotation.steps) == 1 and max_one_step >= 0:
+                if one_step >= max_one_step:
+                    report.one_step_dropped += 1
+                    continue
+                one_step += 1
             if exclude_test and annotation.dataset in EVAL_DATASETS and is_test(annotation.task):
                 report.test_dropped += 1
                 continue

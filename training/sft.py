@@ -193,6 +193,7 @@ def train(config: TrainConfig) -> RunResult:
         exclude_test=config.exclude_test,
         max_examples=config.max_examples,
         sample_seed=config.seed if config.sample_examples else None,
+        max_one_step=config.max_one_step_examples,
     )
     print(f"data: {report.summary()}", flush=True)
     for why in report.unparsable[:5]:

@@ -65,3 +65,28 @@ def test_a_seeded_sample_mixes_the_files_and_is_the_same_every_time(
     assert (report.examples, report.sampled_from) == (20, 60)
     assert report.tokens == sum(len(e.input_ids) for e in sample)
     assert "20 examples (a seeded sample of 60)" in report.summary()
+
+
+def test_one_step_annotations_over_the_cap_are_dropped_multi_step_ones_kept(
+    svamp_rows, tiny_tokenizer, tmp_path
+) -> None:
+    train_rows, _ = split(svamp_rows[:120], lambda r: task_of("svamp", r))
+    passed = annotate_rules("svamp", train_rows).passed
+    one = [a for a in passed if len(a.steps) == 1]
+    several = [a for a in passed if len(a.steps) > 1]
+    assert len(one) > 5 and several  # SVAMP has both
+    path = tmp_path / "svamp.jsonl"
+    write_jsonl(path, passed)
+
+    def load(**kw):
+        return load_examples([path], "plan", "iterative", tiny_tokenizer, 1024, **kw)
+
+    everything, _ = load()
+    capped, report = load(max_one_step=3)
+    assert len(capped) == len(several) + 3
+    assert report.one_step_dropped == len(one) - 3
+    assert f"{len(one) - 3} one-step over the cap" in report.summary()
+    # the first three one-step annotations in file order stay, with every multi-step one
+    keep = {a.id for a in several} | {a.id for a in one[:3]}
+    assert capped == [e for a, e in zip(passed, everything, strict=True) if a.id in keep]
+    assert load(max_one_step=-1)[0] == everything

@@ -77,9 +77,26 @@ def _stored(redis_url: str, run_id: str) -> tuple[dict[str, str], list[dict[str,
     return record, events
 
 
+# The tiny model writes noise. Under the action grammar its grounding can run past the
+# 512-token budget and end mid-action (how often depends on the CPU's arithmetic: on one
+# machine it never did, on another every time); the run then fails with the model-output
+# reason grounding_parse_error, which the stack must record like any other end. Transport
+# or stack failures (executor_failed, planner_failed, ...) still fail these tests.
+MODEL_NOISE = "grounding_parse_error"
+
+
+def _check_outcome(run: dict) -> None:
+    assert run["status"] in ("succeeded", "failed"), run
+    if run["status"] == "failed":
+        assert run["error"]["reason"] == MODEL_NOISE, run
+
+
 def _check_complete_trace(events: list[dict[str, str]]) -> None:
     types = [e["type"] for e in events]
     assert types[0] == "started"
+    if types[-1] == "error":
+        assert json.loads(events[-1]["data"])["reason"] == MODEL_NOISE, events[-1]
+        return
     assert types[-1] == "final", types
     results = [json.loads(e["data"]) for e in events if e["type"] == "results"]
     assert len(results) == 2  # max_steps: the tiny model never says it will stop
@@ -97,13 +114,14 @@ async def test_sync_run_through_the_real_stack_is_recorded_in_redis(stack_settin
         resp = await c.post(f"{url}/agent/run", json={"task": TASK, "domain": "maths"})
         assert resp.status_code == 200, resp.text
         run = resp.json()
-    assert run["status"] == "succeeded", run
+    _check_outcome(run)
     assert run["timings"]
     record, events = _stored(redis_url, run["id"])
-    assert record["status"] == "succeeded"
+    assert record["status"] == run["status"]
     _check_complete_trace(events)
-    actions = [json.loads(e["data"]) for e in events if e["type"] == "actions"]
-    assert all(a["actions"] for a in actions)  # constrained grounding parsed every time
+    if run["status"] == "succeeded":
+        actions = [json.loads(e["data"]) for e in events if e["type"] == "actions"]
+        assert all(a["actions"] for a in actions)  # constrained grounding parsed every time
 
 
 async def test_streamed_run_through_the_real_stack(stack_settings, redis_url):
@@ -113,12 +131,13 @@ async def test_streamed_run_through_the_real_stack(stack_settings, redis_url):
             assert resp.status_code == 200
             seen = [ev async for ev in sse_events(resp)]
     kinds = [ev["event"] for ev in seen]
-    assert kinds[0] == "started" and kinds[-1] == "final"
-    assert kinds.count("subgoal") >= 2
+    assert kinds[0] == "started" and kinds[-1] in ("final", "error"), kinds
+    assert kinds.count("subgoal") >= (2 if kinds[-1] == "final" else 1)
     run_id = seen[0]["data"]["run_id"]
     record, events = _stored(redis_url, run_id)
     assert [e["type"] for e in events] == kinds
-    assert record["status"] == "succeeded"
+    _check_complete_trace(events)
+    assert record["status"] == ("succeeded" if kinds[-1] == "final" else "failed")
 
 
 async def test_background_run_through_the_real_stack(stack_settings, redis_url):
@@ -134,7 +153,11 @@ async def test_background_run_through_the_real_stack(stack_settings, redis_url):
                 break
             assert time.monotonic() < deadline, run
             await asyncio.sleep(0.5)
-    assert run["status"] == "succeeded", run
+    _check_outcome(run)
     record, events = _stored(redis_url, run["id"])
     types = [e["type"] for e in events]
-    assert types == ["started", "subgoal", "actions", "results", "final"]
+    assert record["status"] == run["status"]
+    if run["status"] == "failed":
+        assert types[:2] == ["started", "subgoal"] and types[-1] == "error", types
+    else:
+        assert types == ["started", "subgoal", "actions", "results", "final"]

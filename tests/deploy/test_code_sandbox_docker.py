@@ -87,6 +87,9 @@ async def test_runs_a_program_in_a_locked_down_container(sandbox: DockerSandbox)
     assert not _containers(sandbox) & {attrs["Id"]}  # removed after the call
 
 
+EITHER_LIMIT = ("MemoryError", "memory", "CPU time")
+
+
 @pytest.mark.parametrize(("program", "message"), HOSTILE)
 async def test_contains_and_reports_hostile_programs(
     sandbox: DockerSandbox, program: str, message: str
@@ -95,7 +98,10 @@ async def test_contains_and_reports_hostile_programs(
     started = time.perf_counter()
     with pytest.raises(ToolError, match="Code: ") as info:
         await code(sandbox, program)
-    assert message in str(info.value)
+    # a memory bomb meets the container's memory limit or, on a busy machine where its
+    # allocations crawl, the CPU-time limit first (seen once in five runs): either stops it
+    accepted = EITHER_LIMIT if message == "MemoryError" else (message,)
+    assert any(m in str(info.value) for m in accepted), (accepted, str(info.value))
     assert time.perf_counter() - started < LIMITS.timeout_s + 10  # a container start on top
     assert _containers(sandbox) <= before  # removed, whatever happened inside
     assert await code(sandbox, "6 * 7") == ("42",)

@@ -140,6 +140,8 @@ def load_config(recipe: Path | None, overrides: Sequence[str] = ()) -> TrainConf
         raise ConfigError(f"module = {config.module!r}; expected plan or ground")
     if config.formulation not in ("iterative", "onetime"):
         raise ConfigError(f"formulation = {config.formulation!r}; expected iterative or onetime")
+    if config.init_adapter and not config.lora:
+        raise ConfigError("init_adapter needs lora = true (it continues a LoRA adapter)")
     return config
 
 

@@ -95,14 +95,23 @@ def answer_token_loss(model: Any, batch: dict[str, Any], num_items: Any = None) 
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = vocabulary_logits(causal_lm, hidden[:, :-1][keep])
     if num_items is None:
         return torch.nn.functional.cross_entropy(logits, targets[keep])
     total = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
     return total / torch.as_tensor(num_items, dtype=total.dtype, device=total.device)
+
+
+def vocabulary_logits(causal_lm: Any, hidden: Any) -> Any:
+    """The model's next-token logits (float32, soft-capped as Gemma's are) for the given
+    hidden states only: the output projection is the costly part with a 262K vocabulary."""
+    import torch
+
+    logits = causal_lm.get_output_embeddings()(hidden).float()
+    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def _trainer_class() -> Any:
@@ -203,14 +212,12 @@ def train(config: TrainConfig) -> RunResult:
 
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model: Any = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, dtype=dtype)
-    if config.lora and config.init_adapter:
+    if config.init_adapter:  # load_config has checked that lora is on
         from peft import PeftModel
 
         if not Path(config.init_adapter, "adapter_config.json").exists():
             raise ConfigError(f"init_adapter {config.init_adapter} holds no adapter_config.json")
         model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
-    elif config.init_adapter:
-        raise ConfigError("init_adapter needs lora = true (it continues a LoRA adapter)")
     elif config.lora:
         from peft import LoraConfig, get_peft_model
 

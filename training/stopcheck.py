@@ -25,6 +25,7 @@ from typing import Any
 
 from training.annotation import Annotation, read_annotations
 from training.render import render
+from training.sft import vocabulary_logits
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,7 @@ def check(model: Any, tokenizer: Any, annotations: Sequence[Annotation]) -> Stop
             hidden = causal_lm.get_decoder()(
                 input_ids=torch.tensor([encoding["input_ids"]])
             ).last_hidden_state[0]
-            logits = causal_lm.get_output_embeddings()(hidden[positions]).float()
-        cap = getattr(causal_lm.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+            logits = vocabulary_logits(causal_lm, hidden[positions])
         probs = torch.softmax(logits, dim=-1)
         steps = len(annotation.steps)
         for turn, row in enumerate(probs, start=1):  # turn k answers after k executed steps

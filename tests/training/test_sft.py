@@ -283,4 +283,4 @@ def test_init_adapter_without_lora_is_refused(tiny_model, train_file, tmp_path) 
     from training.config import ConfigError
 
     with pytest.raises(ConfigError, match="init_adapter needs lora = true"):
-        train(_config(tiny_model, train_file, tmp_path / "x", "init_adapter=somewhere"))
+        _config(tiny_model, train_file, tmp_path / "x", "init_adapter=somewhere")

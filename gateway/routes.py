@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -24,7 +25,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from gateway.auth import authenticate
 from gateway.errors import APIError
 from gateway.metrics import GatewayMetrics
-from gateway.runs import TERMINAL_EVENTS, RunMode, RunRecord, run_timings
+from gateway.runs import TERMINAL_EVENTS, RunMode, RunRecord, StoredEvent, run_timings
 from gateway.schemas import EventView, RunAccepted, RunRequest, RunView, run_urls, run_view
 from gateway.settings import GatewaySettings
 from gateway.store import RunStore
@@ -191,6 +192,47 @@ async def submit_run(
     """Sync (default): the answer and the trace once the run is done. `stream`: Server-Sent
     Events, one per run event (started, subgoal, actions, results, final, error).
     `background`: 202 with the run's URL. The same `Idempotency-Key` returns the same run."""
+    store = _store(request)
+    accepted = await accept_run(request, principal, body, idempotency_key)
+    run_id, headers = accepted.id, accepted.headers
+    if accepted.mode == "background":
+        response = RunAccepted(id=run_id, status=accepted.record.status, **run_urls(run_id))
+        return JSONResponse(response.model_dump(mode="json"), 202, headers=headers)
+    if accepted.mode == "stream":
+        return EventSourceResponse(_relay(store, run_id, None), headers=headers, ping=SSE_PING_S)
+    record = await wait_finished(request, store, run_id, accepted.wait_s)
+    if not record.status.finished:
+        raise APIError(
+            504,
+            "run_not_finished",
+            f"run {run_id} is still {record.status.value} after {accepted.wait_s:g} s; follow "
+            f"it with GET {run_urls(run_id)['url']}",
+            headers=headers,
+        )
+    view = await _view(store, record)
+    return JSONResponse(view.model_dump(mode="json"), headers=headers)
+
+
+@dataclass(frozen=True)
+class AcceptedRun:
+    """A run `accept_run` stored (or found by its Idempotency-Key)."""
+
+    id: str
+    mode: RunMode
+    record: RunRecord
+    wait_s: float  # how long a sync caller waits for it to finish
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Location": run_urls(self.id)["url"], "X-Run-Id": self.id}
+
+
+async def accept_run(
+    request: Request, principal: str, body: RunRequest, idempotency_key: str | None
+) -> AcceptedRun:
+    """Validate, admit and store a new run, or find the one its `Idempotency-Key` names:
+    every entry point that starts runs (`/agent/run`, `/v1/chat/completions`) goes through
+    here, so limits, idempotency and the submitted-runs metric are the same for all."""
     settings, store = _settings(request), _store(request)
     task, max_steps, deadline_s = _validated(body, settings)
     mode: RunMode = "stream" if body.stream else "background" if body.background else "sync"
@@ -255,29 +297,11 @@ async def submit_run(
             f"Idempotency-Key {idempotency_key!r} was used for run {run_id} with a different "
             "request; send a new key for a new request",
         )
-    headers = {"Location": run_urls(run_id)["url"], "X-Run-Id": run_id}
-    if mode == "background":
-        accepted = RunAccepted(id=run_id, status=existing.status, **run_urls(run_id))
-        return JSONResponse(accepted.model_dump(mode="json"), 202, headers=headers)
-    if mode == "stream":
-        return EventSourceResponse(_relay(store, run_id, None), headers=headers, ping=SSE_PING_S)
     wait_s = deadline_s + settings.claim_idle_ms / 1000 * settings.max_attempts + 60.0
-    record = await _wait_finished(request, store, run_id, wait_s)
-    if not record.status.finished:
-        raise APIError(
-            504,
-            "run_not_finished",
-            f"run {run_id} is still {record.status.value} after {wait_s:g} s; follow it with "
-            f"GET {run_urls(run_id)['url']}",
-            headers=headers,
-        )
-    view = await _view(store, record)
-    return JSONResponse(view.model_dump(mode="json"), headers=headers)
+    return AcceptedRun(run_id, mode, existing, wait_s)
 
 
-async def _wait_finished(
-    request: Request, store: RunStore, run_id: str, wait_s: float
-) -> RunRecord:
+async def wait_finished(request: Request, store: RunStore, run_id: str, wait_s: float) -> RunRecord:
     deadline = time.monotonic() + wait_s
     last = "0-0"
     record = await store.get(run_id)
@@ -307,24 +331,32 @@ async def _view(store: RunStore, record: RunRecord) -> RunView:
     return run_view(record, events, timings)
 
 
-async def _relay(store: RunStore, run_id: str, after: str | None) -> AsyncIterator[ServerSentEvent]:
-    """The run's events after `after` as SSE, until its last event."""
+async def run_events_until_end(
+    store: RunStore, run_id: str, after: str | None
+) -> AsyncIterator[StoredEvent]:
+    """The run's stored events after `after`, then each new one, until its last event."""
     last = after or "0-0"
     while True:
         batch = await store.wait_events(run_id, last, 1000)
         for stored in batch:
             last = stored.id
-            yield ServerSentEvent(
-                data=json.dumps(EventView.of(run_id, stored).model_dump(mode="json")),
-                event=stored.event.type,
-                id=stored.id,
-            )
+            yield stored
             if stored.event.type in TERMINAL_EVENTS:
                 return
         if not batch:
             record = await store.get(run_id)
             if record is None or record.status.finished:
                 return  # the client already has the last event
+
+
+async def _relay(store: RunStore, run_id: str, after: str | None) -> AsyncIterator[ServerSentEvent]:
+    """The run's events after `after` as SSE, until its last event."""
+    async for stored in run_events_until_end(store, run_id, after):
+        yield ServerSentEvent(
+            data=json.dumps(EventView.of(run_id, stored).model_dump(mode="json")),
+            event=stored.event.type,
+            id=stored.id,
+        )
 
 
 async def _owned(store: RunStore, run_id: str, principal: str) -> RunRecord:

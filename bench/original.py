@@ -28,14 +28,14 @@ import httpx
 from bench.load import run_load
 from bench.output import write_json
 from bench.processes import TINY_MODEL_DIR, Stack, say
-from eval.datasets import DEFAULT_DATA_DIR
+from eval.data_dir import eval_data_dir
 from lumos.domains import resolve_domain
 from lumos.prompts import ground_prompt, plan_prompt
 from lumos.trace import Step
 
 
-def load_questions(n: int, data_dir: Path = DEFAULT_DATA_DIR) -> list[str]:
-    path = data_dir / "gsm8k" / "dev.jsonl"
+def load_questions(n: int, data_dir: Path | None = None) -> list[str]:
+    path = (data_dir or eval_data_dir()) / "gsm8k" / "dev.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no GSM8K dev set at {path}; expected <data-dir>/gsm8k/dev.jsonl")
     lines = path.read_text().splitlines()

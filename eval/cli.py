@@ -25,9 +25,9 @@ from rich.console import Console
 
 from eval.agent_client import AgentClient, GatewayTarget, TaskRunner
 from eval.baselines import METHODS, BaselineClient, exemplars
+from eval.data_dir import eval_data_dir
 from eval.datasets import (
     BENCHMARKS,
-    DEFAULT_DATA_DIR,
     SPLITS,
     DatasetError,
     get_benchmark,
@@ -107,8 +107,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"folder with <benchmark>/dev.jsonl (default {DEFAULT_DATA_DIR})",
+        default=eval_data_dir(),
+        help="folder with <benchmark>/dev.jsonl (default: $LUMOS_EVAL_DATA_DIR, else the "
+        "repository's data/eval: %(default)s)",
     )
     run.add_argument(
         "--mind2web-data", type=Path, help="Mind2Web tasks (see eval/datasets.py for formats)"

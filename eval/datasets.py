@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.data_dir import eval_data_dir
 from eval.metrics import gsm8k_gold, strategyqa_gold, svamp_gold
 from lumos.domains import DOMAINS, domain_for_dataset
 from training.split import is_test
 
-DEFAULT_DATA_DIR = Path("../shared/data/eval")
 SPLITS = ("all", "train", "test")
 
 
@@ -347,12 +347,13 @@ def get_benchmark(name: str) -> Benchmark:
 def load_questions(
     benchmark: Benchmark,
     *,
-    data_dir: Path = DEFAULT_DATA_DIR,
+    data_dir: Path | None = None,
     path: Path | None = None,
     limit: int | None = None,
     split: str = "all",
 ) -> list[Question]:
-    """The benchmark's questions, from `path` or its file under `data_dir`; the first `limit` only.
+    """The benchmark's questions, from `path` or its file under `data_dir` (default
+    `eval_data_dir()`); the first `limit` only.
 
     `split` ``test`` keeps the questions `training.split.is_test` holds out from training
     (GSM8K and SVAMP are also annotation sources), ``train`` the others, ``all`` every one.
@@ -362,9 +363,10 @@ def load_questions(
     if path is None:
         if benchmark.default_file is None:
             raise DatasetError(
-                f"{benchmark.name} has no data in the shared data dir; pass --{benchmark.name}-data PATH"
+                f"{benchmark.name} has no file in the evaluation data folder; "
+                f"pass --{benchmark.name}-data PATH"
             )
-        path = data_dir / benchmark.default_file
+        path = (data_dir or eval_data_dir()) / benchmark.default_file
     questions = benchmark.load(path)
     if split != "all":
         questions = [q for q in questions if is_test(q.task) == (split == "test")]

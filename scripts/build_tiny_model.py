@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "eval"
+# Run as a script from the repository root: make the project's packages importable.
+sys.path.insert(0, str(REPO_ROOT))
+from eval.data_dir import eval_data_dir  # noqa: E402
+
 SEED = 0
 
 # Text the Lumos prompts and action grammar are made of, so the tokenizer has tokens for
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
+        default=eval_data_dir(),
         help="folder with <dataset>/dev.jsonl files for the tokenizer (default: %(default)s)",
     )
     parser.add_argument("--vocab-size", type=int, default=4096)

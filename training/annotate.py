@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.data_dir import eval_data_dir
 from eval.datasets import svamp_task
 from training.annotation import Draft, write_jsonl
 from training.rules import DRAFTERS, ConversionError
 from training.split import is_test
 from training.validate import Report, check_all
-
-DATA_DIR = Path("../shared/data/eval")
 
 
 def task_of(dataset: str, row: dict[str, Any]) -> str:
@@ -73,7 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dataset", choices=sorted(DRAFTERS), required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=eval_data_dir(),
+        help="folder with <dataset>/dev.jsonl (default: $LUMOS_EVAL_DATA_DIR or data/eval)",
+    )
     parser.add_argument("--split", choices=("train", "test", "all"), default="train")
     parser.add_argument("--method", choices=("rules", "llm"), default="rules")
     parser.add_argument("--base-url", help="OpenAI-compatible server (--method llm)")

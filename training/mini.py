@@ -193,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--override", action="append", default=[], metavar="KEY=VALUE",
         help="replace a recipe setting in every adapter's recipe (e.g. max_steps=20)",
     )  # fmt: skip
-    parser.add_argument("--data-dir", type=Path, help="evaluation data (default ../shared/...)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="evaluation data (default: $LUMOS_EVAL_DATA_DIR or data/eval)"
+    )
     parser.add_argument(
         "--force", action="store_true", help="train adapters again that are already trained"
     )

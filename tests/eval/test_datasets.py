@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from eval.data_dir import REPO_EVAL_DATA
 from eval.datasets import (
     BENCHMARKS,
-    DEFAULT_DATA_DIR,
     DatasetError,
     get_benchmark,
     load_questions,
     question_id,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -151,17 +149,14 @@ def test_bad_data_says_where_and_what(tmp_path):
         load_questions(BENCHMARKS["svamp"], data_dir=tmp_path)
 
 
-@pytest.mark.skipif(
-    not (SHARED / "svamp/dev.jsonl").exists(), reason="shared eval data not present"
-)
-def test_shared_data_loads_with_the_original_task_text():
-    (svamp,) = load_questions(BENCHMARKS["svamp"], data_dir=SHARED, limit=1)
+def test_repository_data_loads_with_the_original_task_text():
+    (svamp,) = load_questions(BENCHMARKS["svamp"], data_dir=REPO_EVAL_DATA, limit=1)
     assert svamp.task == (
         "Each pack of dvds costs 76 dollars. If there is a discount of 25 dollars on each pack "
         "How much do you have to pay to buy each pack?"
     )
     assert svamp.gold == "51"
-    (gsm,) = load_questions(BENCHMARKS["gsm8k"], data_dir=SHARED, limit=1)
+    (gsm,) = load_questions(BENCHMARKS["gsm8k"], data_dir=REPO_EVAL_DATA, limit=1)
     assert gsm.gold == "18"
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from eval.agent_client import RunOutcome, parse_run, planned_steps
+from eval.data_dir import REPO_EVAL_DATA
 from eval.datasets import (
     BENCHMARKS,
-    DEFAULT_DATA_DIR,
     gsm8k_gold_steps,
     load_questions,
     svamp_gold_steps,
@@ -23,7 +21,6 @@ from eval.datasets import (
 from eval.harness import EvalOptions, evaluate_one
 from eval.report import write_report
 
-SHARED = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
 STOP = "Yes, I will stop planning."
 
 
@@ -42,11 +39,8 @@ def _step(step: int, text: str) -> list[dict[str, Any]]:
 # --- gold steps -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (SHARED / "gsm8k/dev.jsonl").exists(), reason="shared eval data not present"
-)
 def test_gsm8k_gold_steps_are_the_solution_lines_with_calculator_marks():
-    questions = load_questions(BENCHMARKS["gsm8k"], data_dir=SHARED)
+    questions = load_questions(BENCHMARKS["gsm8k"], data_dir=REPO_EVAL_DATA)
     # (file line, start of the question, marked lines counted by reading the row)
     expected = [
         (1, "Janet’s ducks lay 16 eggs", 2),  # "16 - 3 - 4 = <<..>>", "9 * 2 = $<<..>>"
@@ -61,11 +55,8 @@ def test_gsm8k_gold_steps_are_the_solution_lines_with_calculator_marks():
     assert all(q.meta["gold_steps"] is None or q.meta["gold_steps"] >= 1 for q in questions)
 
 
-@pytest.mark.skipif(
-    not (SHARED / "svamp/dev.jsonl").exists(), reason="shared eval data not present"
-)
 def test_svamp_gold_steps_are_the_operations_of_the_equation():
-    by_id = {q.id: q for q in load_questions(BENCHMARKS["svamp"], data_dir=SHARED)}
+    by_id = {q.id: q for q in load_questions(BENCHMARKS["svamp"], data_dir=REPO_EVAL_DATA)}
     assert by_id["chal-1"].meta["gold_steps"] == 1  # ( 76.0 - 25.0 )
     assert by_id["chal-11"].meta["gold_steps"] == 2  # ( 6.0 - ( 3.0 + 2.0 ) )
     assert by_id["chal-14"].meta["gold_steps"] == 2  # ( ( 4.0 + 13.0 ) * 15.0 )
@@ -152,10 +143,7 @@ async def test_each_record_carries_planned_and_gold_steps():
 
 
 def _svamp_file() -> Path:
-    path = SHARED / "svamp" / "dev.jsonl"
-    if not path.exists():
-        pytest.skip("shared eval data not present")
-    return path
+    return REPO_EVAL_DATA / "svamp" / "dev.jsonl"
 
 
 # --- report -----------------------------------------------------------------------------

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import re
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eval.data_dir import REPO_EVAL_DATA
 from lumos.actions import Action, parse_actions
 from services.executor.tools.base import ToolContext, ToolError
 from services.executor.tools.maths import (
@@ -29,8 +29,6 @@ from services.executor.tools.maths import (
     substitute,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-EVAL_DATA = (REPO / ".." / "shared" / "data" / "eval").resolve()
 CTX = ToolContext(domain="maths")
 
 
@@ -47,9 +45,7 @@ async def run(
 
 
 def gsm8k_steps(limit: int) -> list[tuple[str, str]]:
-    path = EVAL_DATA / "gsm8k" / "dev.jsonl"
-    if not path.exists():
-        pytest.skip(f"GSM8K data not found at {path}")
+    path = REPO_EVAL_DATA / "gsm8k" / "dev.jsonl"
     steps: list[tuple[str, str]] = []
     with path.open() as f:
         for line in f:
@@ -84,9 +80,7 @@ SVAMP_DATA_ERRORS = {"chal-680"}
 
 
 def test_calculator_evaluates_every_svamp_equation_to_its_answer() -> None:
-    path = EVAL_DATA / "svamp" / "dev.jsonl"
-    if not path.exists():
-        pytest.skip(f"SVAMP data not found at {path}")
+    path = REPO_EVAL_DATA / "svamp" / "dev.jsonl"
     wrong = []
     count = 0
     with path.open() as f:

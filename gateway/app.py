@@ -19,7 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import ops, routes
+from gateway import feedback, openai_api, ops, routes
 from gateway.errors import BodySizeLimit, install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.modules import FixedModules, ModuleProvider, RemoteModules, ScriptedModules
@@ -97,5 +97,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(routes.router)
+    app.include_router(feedback.router)
+    app.include_router(openai_api.router)
     app.include_router(ops.router)
     return app

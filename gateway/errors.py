@@ -20,6 +20,11 @@ EXPECTED_RUN_REQUEST = (
     '"formulation": "iterative|onetime", "max_steps": 8, "deadline_s": 300, '
     '"stream": false, "background": false}'
 )
+EXPECTED_CHAT_REQUEST = (
+    '{"model": "lumos-maths", "messages": [{"role": "user", "content": "<the task>"}], '
+    '"stream": false}'
+)
+OPENAI_PATHS = "/v1/"  # the OpenAI-compatible facade (gateway/openai_api.py)
 
 
 class APIError(Exception):
@@ -37,12 +42,22 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"detail": message, "code": code, **extra}
 
 
+def _body_for(request: Request, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """`error_body`, plus OpenAI's ``error`` object on the OpenAI-compatible paths (the
+    `openai` SDK and its users read ``error.message``)."""
+    body = error_body(code, message, **extra)
+    if request.url.path.startswith(OPENAI_PATHS):
+        body["error"] = {"message": message, "type": code, "param": None, "code": code}
+    return body
+
+
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
     headers = exc.headers
     if exc.status_code == 401 and headers is None:
         headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse(error_body(exc.code, exc.message), exc.status_code, headers=headers)
+    body = _body_for(request, exc.code, exc.message)
+    return JSONResponse(body, exc.status_code, headers=headers)
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -51,7 +66,9 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def _expected(request: Request) -> str:
-    """The example run request, with this gateway's task length limit."""
+    """The example request, with this gateway's task length limit."""
+    if request.url.path.startswith(OPENAI_PATHS):
+        return EXPECTED_CHAT_REQUEST
     return EXPECTED_RUN_REQUEST.replace("N", str(request.app.state.settings.max_task_chars))
 
 
@@ -67,11 +84,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             f"the request body is not valid JSON{where}; send Content-Type: application/json "
             f"with an object like {expected}"
         )
-        return JSONResponse(error_body("invalid_json", message, expected=expected), 400)
+        return JSONResponse(_body_for(request, "invalid_json", message, expected=expected), 400)
     problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors[:10])
     message = f"invalid request: {problems}; expected {expected}"
     safe = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
-    return JSONResponse(error_body("invalid_request", message, errors=safe, expected=expected), 422)
+    body = _body_for(request, "invalid_request", message, errors=safe, expected=expected)
+    return JSONResponse(body, 422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -22,6 +22,7 @@ LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 180.0, 300.0,
 )  # fmt: skip
 STEP_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)
+SCORE_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 MODULE_OF_EVENT = {"subgoal": "planner", "actions": "grounder", "results": "executor"}
 
@@ -85,6 +86,19 @@ class GatewayMetrics:
             "lumos_runs_submitted",
             "Runs accepted by this process, by mode (sync, stream, background).",
             ["mode"],
+            registry=r,
+        )
+        self.feedback_score = Histogram(
+            "lumos_run_feedback_score",
+            "Scores of feedback given on finished runs (0 wrong .. 1 right).",
+            ["domain", "formulation"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.feedback_corrections = Counter(
+            "lumos_run_feedback_corrections",
+            "Feedback that gave a corrected answer.",
+            ["domain", "formulation"],
             registry=r,
         )
 

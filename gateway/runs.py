@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lumos.trace import Formulation, RunEvent
 
@@ -31,6 +31,27 @@ class RunStatus(StrEnum):
 
 
 TERMINAL_EVENTS = ("final", "error")
+
+
+class FeedbackRequest(BaseModel):
+    """`POST /agent/runs/{id}/feedback`: what a user says about a finished run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float = Field(ge=0.0, le=1.0, description="0 (wrong, useless) to 1 (right, useful)")
+    corrected_answer: str | None = Field(
+        default=None,
+        max_length=10_000,
+        description="the answer the run should have given; a run whose answer differs is not "
+        "exported as training data",
+    )
+    note: str | None = Field(default=None, max_length=10_000, description="free text")
+
+
+class RunFeedback(FeedbackRequest):
+    """Feedback as stored with the run (the latest given replaces earlier ones)."""
+
+    given_at: float = Field(description="when the gateway stored it (Unix time)")
 
 
 class RunRecord(BaseModel):
@@ -59,6 +80,7 @@ class RunRecord(BaseModel):
     cancel_requested: bool = False
     idempotency_key: str | None = None
     request_sha256: str = ""
+    feedback: RunFeedback | None = None
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -76,8 +98,9 @@ class RunRecord(BaseModel):
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:
         data: dict[str, Any] = dict(raw)
-        if "timings" in data:
-            data["timings"] = json.loads(data["timings"])
+        for key in ("timings", "feedback"):
+            if key in data:
+                data[key] = json.loads(data[key])
         return cls.model_validate(data)
 
 

@@ -15,21 +15,23 @@ ARG PIP_EXTRA_INDEX_URL
 ARG LUMOS_PIP_OFFLINE
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Only what `pip install .` needs; tests, docs and data stay out of the image.
+# Only what `pip install .` needs; tests, docs and data stay out of the images.
 COPY pyproject.toml ./
+# Every image holds the packages its process imports and no others (tests/deploy checks it):
+# the core, then the service's own package.
 COPY lumos ./lumos
-COPY services ./services
-# `lumos eval` and `lumos bench` (the CLI's subcommands) import eval/ and bench/ (which
-# imports gateway/ for its harness); eval/ reads the train/test rule of training/split.py.
-COPY eval ./eval
-COPY bench ./bench
+
+# The gateway imports the core and gateway/ only.
+FROM build AS build-gateway
 COPY gateway ./gateway
-COPY training ./training
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     /opt/venv/bin/pip install ${LUMOS_PIP_OFFLINE:+--no-index} --find-links /wheelhouse .
 
-# The executor's web tools drive a browser through Playwright.
-FROM build AS build-web
+# The executor imports the core and services/executor/ only; its web tools drive a browser
+# through Playwright.
+FROM build AS build-executor
+COPY services/__init__.py ./services/
+COPY services/executor ./services/executor
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     /opt/venv/bin/pip install ${LUMOS_PIP_OFFLINE:+--no-index} --find-links /wheelhouse '.[web]'
 
@@ -53,7 +55,7 @@ RUN apt-get update -q \
     && apt-get install -y -q --no-install-recommends chromium fonts-liberation fonts-dejavu-core \
        libatomic1 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build-web /opt/venv /opt/venv
+COPY --from=build-executor /opt/venv /opt/venv
 ENV LUMOS_EXECUTOR_HOST=0.0.0.0 \
     LUMOS_EXECUTOR_PORT=8003
 # Offline knowledge corpora (JSONL) are mounted here; see LUMOS_EXECUTOR_CORPUS_PATH.
@@ -67,7 +69,7 @@ CMD ["python", "-m", "services.executor"]
 
 # The gateway (`python -m gateway` on port 8000); the last stage, so the default target.
 FROM runtime AS gateway
-COPY --from=build /opt/venv /opt/venv
+COPY --from=build-gateway /opt/venv /opt/venv
 ENV LUMOS_HOST=0.0.0.0 \
     LUMOS_PORT=8000
 USER 10001:10001

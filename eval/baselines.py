@@ -11,7 +11,7 @@ own, with one completion per question and no planner, grounder or tools:
   model answers on one line and the first number it writes is the answer.
 
 The exemplars are the first `k` GSM8K dev questions (in file order) that
-`training.split.is_test` puts in the TRAIN split, so no test question ever appears in a
+`eval.split.is_test` puts in the TRAIN split, so no test question ever appears in a
 prompt; their solutions lose GSM8K's ``<<a*b=c>>`` calculator annotations. The same GSM8K
 exemplars serve both GSM8K and SVAMP (common practice).
 
@@ -31,8 +31,8 @@ import httpx
 from eval.agent_client import RunOutcome
 from eval.datasets import DatasetError, _read_jsonl
 from eval.metrics import gsm8k_gold
+from eval.split import is_test
 from lumos.llm import CompletionClient
-from training.split import is_test
 
 METHODS = ("fewshot-cot", "direct")
 

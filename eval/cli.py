@@ -86,7 +86,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=SPLITS,
         default="all",
-        help="GSM8K/SVAMP: 'test' = only the questions training/ holds out (training.split), "
+        help="GSM8K/SVAMP: 'test' = only the questions training/ holds out (eval.split), "
         "'train' = the others; default all",
     )
     run.add_argument(

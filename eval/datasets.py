@@ -44,8 +44,8 @@ from typing import Any
 
 from eval.data_dir import eval_data_dir
 from eval.metrics import gsm8k_gold, strategyqa_gold, svamp_gold
+from eval.split import is_test
 from lumos.domains import DOMAINS, domain_for_dataset
-from training.split import is_test
 
 SPLITS = ("all", "train", "test")
 
@@ -355,7 +355,7 @@ def load_questions(
     """The benchmark's questions, from `path` or its file under `data_dir` (default
     `eval_data_dir()`); the first `limit` only.
 
-    `split` ``test`` keeps the questions `training.split.is_test` holds out from training
+    `split` ``test`` keeps the questions `eval.split.is_test` holds out from training
     (GSM8K and SVAMP are also annotation sources), ``train`` the others, ``all`` every one.
     """
     if split not in SPLITS:

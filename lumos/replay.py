@@ -1,4 +1,4 @@
-"""`python -m lumos replay FILE.json`: run the real loop against a recorded run.
+"""`lumos replay FILE.json`: run the real loop against a recorded run.
 
 Input::
 

@@ -1,6 +1,6 @@
 """Scripted modules: a planner, grounder and executor that answer from a recording.
 
-They run the real loop without any model or tool, for `python -m lumos replay`, for tests
+They run the real loop without any model or tool, for `lumos replay`, for tests
 of the loop itself and as the fast model of the orchestration benchmarks. They are
 stand-ins for debugging and measurement, never a serving path.
 """

@@ -9,8 +9,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from lumos.__main__ import main
 from lumos.client import GatewayError, iter_sse, render_event, run_task
+from lumos_cli.__main__ import main
 
 
 def test_sse_parser_handles_multiline_data_comments_and_ids():

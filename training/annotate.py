@@ -7,7 +7,7 @@
 ``--method rules`` uses `training.rules`; ``--method llm`` asks an OpenAI-compatible chat
 endpoint to convert the worked solution (`training.llm_convert`). Either way every draft is
 executed (`training.validate`) and only those reaching the dataset's answer are written;
-the pass rate is printed. Questions in the test split (`training.split`) are skipped unless
+the pass rate is printed. Questions in the test split (`eval.split`) are skipped unless
 ``--split test`` or ``--split all`` asks for them (for measuring, never for training).
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 from eval.data_dir import eval_data_dir
 from eval.datasets import svamp_task
+from eval.split import is_test
 from training.annotation import Draft, write_jsonl
 from training.rules import DRAFTERS, ConversionError
-from training.split import is_test
 from training.validate import Report, check_all
 
 

@@ -3,7 +3,7 @@
 A training file is JSON lines of either kind, told apart by each line's keys:
 released Lumos records (``messages``; `training.released`) or our annotations (``steps``;
 `training.annotation`). Annotations of the evaluation datasets we also annotate (GSM8K,
-SVAMP) whose question is in the test split are dropped (`training.split`).
+SVAMP) whose question is in the test split are dropped (`eval.split`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.split import is_test
 from lumos.trace import Formulation
 from training.annotation import Annotation
 from training.encode import Encoded, encode
 from training.released import ReleasedRecord, to_annotation
 from training.render import Module, RenderError, render
-from training.split import is_test
 
 EVAL_DATASETS = frozenset({"gsm8k", "svamp"})
 

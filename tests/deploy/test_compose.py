@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import importlib.util
 import os
@@ -24,10 +23,10 @@ from services.modelserver.profile import environment as launch_environment
 from services.planner import profile as planner_profile
 from tests.deploy.repository import COMPOSE, COMPOSE_CPU, REPO, load_yaml
 from tests.deploy.tools import require_binary
+from tests.import_graph import closure
 
 MODEL_SERVERS = {"planner": planner_profile.PROFILE, "grounder": grounder_profile.PROFILE}
 VLLM_IMAGE = "vllm/vllm-openai"
-FIRST_PARTY = {"lumos", "services", "gateway", "eval", "bench", "training"}
 DOCKERFILE = "Dockerfile"  # one for the gateway and the executor, a target each
 IMAGES = {  # target -> (module it runs, port it serves)
     "gateway": ("gateway", 8000),
@@ -370,32 +369,22 @@ def test_no_dockerfile_needs_a_registry_for_its_frontend() -> None:
         assert re.search(r"^ARG PYTHON_IMAGE=", (REPO / path).read_text(), re.M), path
 
 
-def _first_party_imports(package_dir: Path) -> set[str]:
-    found = set()
-    for source in package_dir.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            found |= {name.split(".")[0] for name in names} & FIRST_PARTY
-    return found
-
-
 @pytest.mark.parametrize("target", sorted(IMAGES))
-def test_image_copies_every_package_its_code_imports(target: str) -> None:
+def test_image_copies_exactly_the_packages_its_process_imports(target: str) -> None:
     text = (REPO / DOCKERFILE).read_text()
-    copied = set(re.findall(r"^COPY\s+(\w+)\s", _stage(text, "build"), re.M))
-    assert (REPO / "pyproject.toml").exists() and "COPY pyproject.toml" in text
-    needed = {IMAGES[target][0].split(".")[0]}
-    while True:  # the closure of the first-party imports
-        more = set().union(*(_first_party_imports(REPO / p) for p in needed)) - needed
-        if not more:
-            break
-        needed |= more
-    assert needed <= copied, f"{target} does not copy {sorted(needed - copied)}"
+    build = _stage(text, "build") + _stage(text, f"build-{target}")
+    copied = set(re.findall(r"^COPY\s+(\S+)\s", build, re.M)) - {"pyproject.toml"}
+    assert "COPY pyproject.toml" in text
+    needed = {unit.replace(".", "/") for unit in closure(IMAGES[target][0], REPO)}
+    if any(unit.startswith("services/") for unit in needed):
+        needed.add("services/__init__.py")  # the package the service's modules sit in
+    assert copied == needed, (
+        f"{target} copies {sorted(copied - needed)} it does not import"
+        if copied > needed
+        else f"{target} does not copy {sorted(needed - copied)}"
+    )
+    final = _stage(text, target)
+    assert f"COPY --from=build-{target} /opt/venv /opt/venv" in final
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:

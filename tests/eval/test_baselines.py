@@ -18,7 +18,7 @@ from eval.baselines import (
     extract_answer,
 )
 from eval.datasets import DatasetError
-from training.split import is_test
+from eval.split import is_test
 
 BASE = "http://base.test:8000"
 URL = f"{BASE}/v1/completions"

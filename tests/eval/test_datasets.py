@@ -174,7 +174,7 @@ def test_benchmarks_run_as_their_task_family():
 
 
 def test_split_keeps_the_test_or_train_part_by_the_training_rule(tmp_path):
-    from training.split import is_test
+    from eval.split import is_test
 
     questions = [f"How many apples are {n} plus {n}?" for n in range(40)]
     _jsonl(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from eval.split import is_test, split
 from training.annotate import annotate_rules, main, task_of
 from training.annotation import read_annotations, write_jsonl
 from training.data import load_examples
-from training.split import is_test, split
 
 
 def test_test_split_annotations_are_dropped_before_training(

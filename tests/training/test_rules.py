@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from eval.split import split
 from lumos.actions import parse_actions
 from lumos.domains import get_domain
 from lumos.domains.maths import GROUND_INSTRUCTION
 from training.annotate import annotate_rules, task_of
 from training.render import render
 from training.rules import ConversionError, gsm8k_draft, svamp_draft
-from training.split import split
 from training.validate import check_drafts
 
 JANET = (

@@ -15,12 +15,12 @@ pytest.importorskip("peft")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
+from eval.split import split  # noqa: E402
 from training.annotate import annotate_rules, task_of  # noqa: E402
 from training.annotation import write_jsonl  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.export import ENV_NAMES, export, serve_settings  # noqa: E402
 from training.sft import CONFIG_FILE, main, train  # noqa: E402
-from training.split import split  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[2] / "training" / "recipes" / "small.toml"
 

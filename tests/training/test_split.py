@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from eval.datasets import load_gsm8k, load_svamp
+from eval.split import bucket, is_test, split
 from tests.training.conftest import DATA_DIR
 from training.annotate import task_of
-from training.split import bucket, is_test, split
 
 
 def test_bucket_is_sha256_of_stripped_text_mod_10_and_never_changes() -> None:

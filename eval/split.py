@@ -2,8 +2,10 @@
 
 A question is test when the SHA-256 of its task text (stripped, UTF-8) read as a big-endian
 integer is 8 or 9 modulo 10; everything else (0-7) may be trained on. The rule looks at the
-text alone, so it holds across files, reorderings and machines, and `eval` can ask
-`is_test(question.task)` to score on the held-out part only.
+text alone, so it holds across files, reorderings and machines: `eval` asks
+`is_test(question.task)` to score on the held-out part only, `training` to leave it out.
+It lives in `eval` because `training` builds on `eval` (its datasets and metrics), never
+the other way round.
 """
 
 from __future__ import annotations

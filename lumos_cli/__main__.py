@@ -1,4 +1,9 @@
-"""The `lumos` command line: `lumos replay FILE.json`, `lumos run "task"`."""
+"""The `lumos` command line: `lumos replay FILE.json`, `lumos run "task"`, `lumos eval ...`,
+`lumos bench ...`; also `python -m lumos_cli ...`.
+
+Each layer offers its sub-commands as ``add_parser(subparsers)`` (`eval.cli`, `bench.cli`);
+this module, at the outer edge, gathers them, so the core (`lumos/`) imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+
+from bench.cli import add_parser as add_bench_parser
+from eval.cli import add_parser as add_eval_parser
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -58,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lumos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lumos", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay", help="run the loop against a recorded run; print its prompts")
     p.add_argument("file", help="replay spec (JSON), or - for standard input")
@@ -74,20 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int)
     p.set_defaults(func=_run)
 
-    # The harnesses live beside lumos/ (they drive the gateway over HTTP); they are optional
-    # so that `lumos` keeps working in an install of the core alone.
-    try:
-        from eval.cli import add_parser as add_eval_parser
-    except ImportError:
-        pass
-    else:
-        add_eval_parser(sub)
-    try:
-        from bench.cli import add_parser as add_bench_parser
-    except ImportError:
-        pass
-    else:
-        add_bench_parser(sub)
+    add_eval_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

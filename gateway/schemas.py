@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.runs import RunFeedback, RunMode, RunRecord, RunStatus, StoredEvent
+from gateway.attempts import counted_events
+from gateway.runs import RunMode, RunRecord, RunStatus, StoredEvent
 from lumos.trace import Formulation
 
 
@@ -110,10 +111,15 @@ class RunView(BaseModel):
     timings: dict[str, Any] = Field(description="seconds, calls and tokens per module")
     url: str
     events_url: str
-    feedback: RunFeedback | None = Field(
-        default=None, description="the latest POST /agent/runs/{id}/feedback, if any"
+    trace: list[EventView] = Field(
+        description="the run's events as they counted: without those of steps a later "
+        "attempt redid (see superseded); GET events_url replays every event written"
     )
-    trace: list[EventView]
+    superseded: list[EventView] = Field(
+        default_factory=list,
+        description="events of a step that a worker started and another one redid after "
+        "taking the run over (a `resumed` event in the trace says when); usually empty",
+    )
 
 
 def iso(ts: float | None) -> str | None:
@@ -133,6 +139,7 @@ def run_view(record: RunRecord, events: list[StoredEvent], timings: dict[str, An
     if steps is None:
         steps = sum(1 for s in events if s.event.type == "results")
     urls = run_urls(record.id)
+    counted, superseded = counted_events(events)
     return RunView(
         id=record.id,
         status=record.status,
@@ -153,8 +160,8 @@ def run_view(record: RunRecord, events: list[StoredEvent], timings: dict[str, An
         timings=timings,
         url=urls["url"],
         events_url=urls["events_url"],
-        feedback=record.feedback,
-        trace=[EventView.of(record.id, s) for s in events],
+        trace=[EventView.of(record.id, s) for s in counted],
+        superseded=[EventView.of(record.id, s) for s in superseded],
     )
 
 

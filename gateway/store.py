@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,32 +32,44 @@ GROUP = "workers"
 
 _FINISHED = "status == 'succeeded' or status == 'failed' or status == 'cancelled'"
 
-# KEYS: idem (optional, first), run hash, queue. ARGV: run id, ttl, then hash field/values.
-_CREATE = """
+# KEYS: idem (optional, first), run hash, queue. ARGV: run id, ttl, cap on waiting runs
+# (0: none), then hash field/values. -> {1, id} created, {0, id} the key's run, {-1, waiting}
+# the queue is full. Waiting: entries of the queue not delivered to any worker yet.
+_CREATE = f"""
 local run_key, queue_key = KEYS[#KEYS - 1], KEYS[#KEYS]
 if #KEYS == 3 then
   local existing = redis.call('GET', KEYS[1])
-  if existing then return {0, existing} end
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  if existing then return {{0, existing}} end
 end
-redis.call('HSET', run_key, unpack(ARGV, 3))
+local cap = tonumber(ARGV[3])
+if cap > 0 then
+  local waiting = redis.call('XLEN', queue_key)
+  local pending = redis.pcall('XPENDING', queue_key, '{GROUP}')
+  if type(pending) == 'table' and pending.err == nil then
+    waiting = waiting - tonumber(pending[1])
+  end
+  if waiting >= cap then return {{-1, tostring(waiting)}} end
+end
+if #KEYS == 3 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+redis.call('HSET', run_key, unpack(ARGV, 4))
 redis.call('XADD', queue_key, '*', 'run_id', ARGV[1])
-return {1, ARGV[1]}
+return {{1, ARGV[1]}}
 """
 
-# KEYS: run hash. ARGV: worker, now, max attempts. -> {state, attempt}
+# KEYS: run hash. ARGV: worker, now, max attempts. -> {state, attempt, previous worker}
 _BEGIN_ATTEMPT = f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {{'missing', 0}} end
-if {_FINISHED} then return {{status, 0}} end
+if not status then return {{'missing', 0, ''}} end
+if {_FINISHED} then return {{status, 0, ''}} end
+local previous = redis.call('HGET', KEYS[1], 'worker') or ''
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-if attempts >= tonumber(ARGV[3]) then return {{'exhausted', attempts}} end
+if attempts >= tonumber(ARGV[3]) then return {{'exhausted', attempts, previous}} end
 attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1])
 if not redis.call('HGET', KEYS[1], 'started_at') then
   redis.call('HSET', KEYS[1], 'started_at', ARGV[2])
 end
-return {{'running', attempts}}
+return {{'running', attempts, previous}}
 """
 
 # KEYS: run hash, events. ARGV: attempt ('*': any), type, step, data, ttl, then the
@@ -111,12 +124,30 @@ return 1
 
 # KEYS: queue. ARGV: group, entry id, consumer. Refresh the entry's idle time only while
 # this consumer still owns it: a worker that lost its run must not steal it back.
-_HEARTBEAT = """
+# (Sent by the lease thread of gateway/lease.py, over its own connection.)
+HEARTBEAT = """
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
 if #pending == 0 then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 """
+
+
+class QueueFull(Exception):
+    """As many runs as the cap already wait for a worker; this one was not stored."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} runs wait for a worker")
+        self.waiting = waiting
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """What `RunStore.start_attempt` found: state, the new attempt, the previous worker."""
+
+    state: str  # running, missing, exhausted, or the status of a finished run
+    attempt: int
+    previous_worker: str | None
 
 
 def run_key(run_id: str) -> str:
@@ -146,22 +177,30 @@ class RunStore:
         self._append = redis.register_script(_APPEND)
         self._cancel = redis.register_script(_CANCEL)
         self._admit = redis.register_script(_ADMIT)
-        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._heartbeat = redis.register_script(HEARTBEAT)
 
     # -- runs ---------------------------------------------------------------------------
 
     async def create(
-        self, record: RunRecord, *, idempotency: str | None = None, idempotency_ttl_s: int = 86_400
+        self,
+        record: RunRecord,
+        *,
+        idempotency: str | None = None,
+        idempotency_ttl_s: int = 86_400,
+        max_waiting: int = 0,
     ) -> tuple[str, bool]:
         """Store a new queued run and enqueue it; with an idempotency key already used,
-        store nothing. Returns (run id, created)."""
+        store nothing. Returns (run id, created). `max_waiting` > 0: raise `QueueFull`
+        instead when that many runs already wait for a worker."""
         keys = [run_key(record.id), QUEUE]
         if idempotency is not None:
             keys.insert(0, idempotency_key(record.owner, idempotency))
-        args: list[Any] = [record.id, idempotency_ttl_s]
+        args: list[Any] = [record.id, idempotency_ttl_s, max_waiting]
         for field, value in record.to_hash().items():
             args += [field, value]
         created, run_id = await self._create(keys=keys, args=args)
+        if int(created) < 0:
+            raise QueueFull(int(_text(run_id)))
         return _text(run_id), bool(created)
 
     async def run_for_idempotency_key(self, owner: str, key: str) -> str | None:
@@ -187,10 +226,15 @@ class RunStore:
     async def begin_attempt(self, run_id: str, worker: str, max_attempts: int) -> tuple[str, int]:
         """Mark the run running under `worker`; (state, attempt) where state is running,
         missing, exhausted (too many attempts) or the status of a finished run."""
-        state, attempt = await self._begin(
+        start = await self.start_attempt(run_id, worker, max_attempts)
+        return start.state, start.attempt
+
+    async def start_attempt(self, run_id: str, worker: str, max_attempts: int) -> AttemptStart:
+        """`begin_attempt`, also saying which worker ran the previous attempt."""
+        state, attempt, previous = await self._begin(
             keys=[run_key(run_id)], args=[worker, time.time(), max_attempts]
         )
-        return _text(state), int(attempt)
+        return AttemptStart(_text(state), int(attempt), _text(previous) or None)
 
     async def append(
         self,

@@ -1,11 +1,15 @@
 """Background workers: execute runs from the shared Redis queue, resume abandoned ones.
 
 Every gateway replica runs one `RunWorker` (a consumer of the group `workers`) with a
-number of slots. A worker heartbeats the queue entry of each run it executes; an entry
-idle for `claim_idle_ms` belongs to a dead worker and is claimed by another, which rebuilds
-the completed steps from the run's events and continues after them. Each start of a run is
-an *attempt*; only the current attempt may append events (see `RunStore.append`), so a
-worker that was presumed dead but wakes up cannot write into a run taken over by another.
+number of slots. A worker holds a lease on the queue entry of each run it executes, renewed
+by a thread (gateway/lease.py) so that a slow worker keeps its runs; an entry idle for
+`claim_idle_ms` belongs to a dead worker and is claimed by another, which rebuilds the
+completed steps from the run's events and continues after them. Each start of a run is an
+*attempt*; only the current attempt may append events (see `RunStore.append`), so a worker
+that was presumed dead but wakes up cannot write into a run taken over by another. A
+resumed attempt first appends a `resumed` event (its attempt, the previous worker, the step
+it resumes from); the events of earlier attempts it redoes stay in the stream, and the run
+view leaves them out of the trace (gateway/attempts.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from gateway.attempts import resumed_event
+from gateway.lease import LeaseKeeper, stall_limit_s
 from gateway.metrics import GatewayMetrics
 from gateway.modules import ModuleProvider
 from gateway.runs import TERMINAL_EVENTS, RunRecord, RunStatus, run_timings
@@ -69,13 +75,28 @@ class RunWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[asyncio.Task[None], str] = {}  # task -> queue entry id
         self._stopping = False
+        self.leases = LeaseKeeper(
+            settings.redis_url,
+            self.name,
+            heartbeat_s=settings.heartbeat_s,
+            stall_s=stall_limit_s(settings.claim_idle_ms),
+        )
+        self._pulse_task: asyncio.Task[None] | None = None
 
     @property
     def busy(self) -> int:
         return len(self._running)
 
     def start(self) -> None:
+        self.leases.start()
+        self._pulse_task = asyncio.create_task(self._pulse(), name=f"pulse {self.name}")
         self._loop_task = asyncio.create_task(self._consume(), name=f"worker {self.name}")
+
+    async def _pulse(self) -> None:
+        """Tell the lease thread that this event loop still runs (however slowly)."""
+        while True:
+            self.leases.pulse()
+            await asyncio.sleep(self.settings.heartbeat_s)
 
     async def stop(self) -> None:
         """Stop taking runs; runs in progress are handed back to the queue at once."""
@@ -92,6 +113,11 @@ class RunWorker:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=STOP_WAIT_S)
+        for entry_id in running.values():
+            self.leases.release(entry_id)  # a renewal now would undo the hand-back
+        await asyncio.to_thread(self.leases.stop)
+        if self._pulse_task is not None:
+            self._pulse_task.cancel()
         for entry_id in running.values():
             try:
                 await self.store.abandon(entry_id, self.name, self.settings.claim_idle_ms + 1)
@@ -114,7 +140,12 @@ class RunWorker:
                 if time.monotonic() - last_claim >= claim_every_s:
                     last_claim = time.monotonic()
                     entry = await self.store.claim_abandoned(self.name, self.settings.claim_idle_ms)
-                    if entry is not None:
+                    if entry is not None and entry[0] in self._running.values():
+                        # Our own run, its lease late (Redis slow, this machine starved): the
+                        # claim only renewed it. Never start a second attempt of it here.
+                        log.warning("run %s looked abandoned but this worker runs it", entry[1])
+                        entry = None
+                    elif entry is not None:
                         last_claim = float("-inf")  # there may be more
                         log.info("claimed abandoned run %s (entry %s)", entry[1], entry[0])
                 if entry is None:
@@ -133,12 +164,15 @@ class RunWorker:
                     await self.store.abandon(entry[0], self.name, self.settings.claim_idle_ms + 1)
                 continue
             entry_id, run_id = entry
+            self.leases.hold(entry_id)
             task = asyncio.create_task(self._execute(entry_id, run_id), name=f"run {run_id}")
             self._running[task] = entry_id
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        entry_id = self._running.pop(task, None)
+        if entry_id is not None:
+            self.leases.release(entry_id)
         self._slots.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("run task %s failed", task.get_name(), exc_info=task.exception())
@@ -147,12 +181,11 @@ class RunWorker:
 
     async def _execute(self, entry_id: str, run_id: str) -> None:
         try:
-            state, attempt = await self.store.begin_attempt(
-                run_id, self.name, self.settings.max_attempts
-            )
+            start = await self.store.start_attempt(run_id, self.name, self.settings.max_attempts)
         except RedisError as exc:
             log.warning("cannot start run %s: %s; it stays queued", run_id, exc)
             return
+        state, attempt = start.state, start.attempt
         if state != "running" and state != "exhausted":
             await self.store.done(entry_id)  # finished (or expired) already
             return
@@ -181,7 +214,8 @@ class RunWorker:
         stored = [s.event for s in await self.store.events(run_id)]
         self.metrics.runs_in_progress.inc()
         try:
-            finished = await self._attempt(entry_id, record, attempt, stored)
+            previous = start.previous_worker if attempt > 1 else None
+            finished = await self._attempt(entry_id, record, attempt, stored, previous)
         finally:
             self.metrics.runs_in_progress.dec()
         if finished:
@@ -189,9 +223,15 @@ class RunWorker:
             await self.store.release(record.owner, run_id)
 
     async def _attempt(
-        self, entry_id: str, record: RunRecord, attempt: int, stored: list[RunEvent]
+        self,
+        entry_id: str,
+        record: RunRecord,
+        attempt: int,
+        stored: list[RunEvent],
+        previous_worker: str | None = None,
     ) -> bool:
-        """Run the agent from where the events stop; True once the run has finished."""
+        """Run the agent from where the events stop; True once the run has finished.
+        `previous_worker`: this attempt takes the run over from that worker."""
         completed = steps_from_events(stored)
         events = list(stored)
         already_started = any(ev.type == "started" for ev in stored)
@@ -219,6 +259,11 @@ class RunWorker:
                     environment=record.environment,
                 ),
             )
+            if previous_worker is not None:
+                resumed = resumed_event(attempt, previous_worker, completed, stored)
+                events.append(resumed)
+                if not await self._record(record, attempt, resumed, events):
+                    raise AttemptLost
             if remaining_s <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining_s):
@@ -351,23 +396,26 @@ class RunWorker:
     async def _watch(
         self, entry_id: str, record: RunRecord, stop_reason: dict[str, str], task: asyncio.Task[Any]
     ) -> None:
-        """Heartbeat the run's queue entry; stop the run when cancelled or taken over."""
-        last_beat = time.monotonic()
+        """Stop the run when it is cancelled or taken over; keep its API key's slot.
+
+        The lease itself is renewed by the lease thread, not here (see gateway/lease.py).
+        """
+        last_hold = time.monotonic()
         assert record.started_at is not None
         hold_s = record.started_at + record.deadline_s - time.time() + HOLD_MARGIN_S
         while True:
             await asyncio.sleep(min(CANCEL_POLL_S, self.settings.heartbeat_s))
+            if self.leases.lost(entry_id):
+                stop_reason["reason"] = "lost"
+                task.cancel()
+                return
             try:
                 if await self.store.cancel_requested(record.id):
                     stop_reason["reason"] = "cancelled"
                     task.cancel()
                     return
-                if time.monotonic() - last_beat >= self.settings.heartbeat_s:
-                    if not await self.store.heartbeat(entry_id, self.name):
-                        stop_reason["reason"] = "lost"
-                        task.cancel()
-                        return
+                if time.monotonic() - last_hold >= self.settings.heartbeat_s:
                     await self.store.hold(record.owner, record.id, max(hold_s, HOLD_MARGIN_S))
-                    last_beat = time.monotonic()
+                    last_hold = time.monotonic()
             except RedisError as exc:
-                log.warning("run %s: heartbeat failed: %s", record.id, exc)
+                log.warning("run %s: cancel check failed: %s", record.id, exc)

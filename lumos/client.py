@@ -1,7 +1,10 @@
 """`lumos run "task"`: send a task to a running gateway and show each step as it streams.
 
 The gateway streams Server-Sent Events (`event: <type>`, `id: <n>`, `data: <json>`), one per
-step of the loop; this prints them as a live trace in the terminal.
+step of the loop; this prints them as a live trace in the terminal. A step's lines are
+printed once the step is executed (or the run ends), so that when another worker takes the
+run over and redoes an unfinished step (a `resumed` event), only the attempt that counted
+is shown, with one line saying so.
 """
 
 from __future__ import annotations
@@ -64,7 +67,43 @@ def render_event(kind: str, ev: dict[str, Any]) -> str | None:
         return f"answer: {data.get('answer')}  (finished by {data.get('finished_by')}, {data.get('steps')} steps)"
     if kind == "error":
         return f"error ({data.get('reason')}): {data.get('message')}"
+    if kind == "resumed":
+        return (
+            f"resumed: attempt {data.get('attempt')} took the run over from worker "
+            f"{data.get('previous_worker')} at step {data.get('from_step')}"
+        )
     return None
+
+
+class TraceLines:
+    """Holds a step's plan and grounding lines until the step is executed.
+
+    The events of a step a worker did not finish are redone by the next attempt (after a
+    `resumed` event); those lines are dropped, never printed.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.pending: list[tuple[int, str]] = []  # (step, line)
+
+    def add(self, kind: str, ev: dict[str, Any]) -> None:
+        line = render_event(kind, ev)
+        step = int(ev.get("step") or 0)
+        if kind == "resumed":
+            from_step = int(ev.get("data", ev).get("from_step") or 1)
+            self.pending = [(s, text) for s, text in self.pending if s < from_step]
+        elif kind in ("subgoal", "actions"):
+            if line:
+                self.pending.append((step, line))
+            return
+        self.flush()
+        if line:
+            print(line, file=self.out, flush=True)
+
+    def flush(self) -> None:
+        for _, text in self.pending:
+            print(text, file=self.out, flush=True)
+        self.pending = []
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -96,6 +135,7 @@ def run_task(
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     failed = False
+    lines = TraceLines(out)
     try:
         with (
             httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0)) as client,
@@ -109,10 +149,9 @@ def run_task(
                     run_id = ev.get("run_id") or ev.get("data", {}).get("run_id")
                     if run_id:
                         print(f"run {run_id}", file=out, flush=True)
-                line = render_event(kind, ev)
-                if line:
-                    print(line, file=out, flush=True)
+                lines.add(kind, ev)
                 failed = failed or kind == "error"
+            lines.flush()  # a stream cut short: what was planned before it ended
     except httpx.ConnectError as exc:
         raise GatewayError(f"no gateway at {url} ({exc}); start it with `make run`") from exc
     return 1 if failed else 0

@@ -91,7 +91,9 @@ def variables_of(steps: Sequence[Step]) -> dict[str, Any]:
     return out
 
 
-EventType = Literal["started", "subgoal", "actions", "results", "final", "error"]
+# "resumed": written by the serving side when another worker takes a run over (its
+# attempt, the previous worker, the step it resumes from); the loop never emits it.
+EventType = Literal["started", "subgoal", "actions", "results", "final", "error", "resumed"]
 
 
 class RunEvent(BaseModel):

@@ -19,10 +19,11 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import feedback, openai_api, ops, routes
+from gateway import feedback, openai_api, ops, route_api, routes
 from gateway.errors import BodySizeLimit, install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.modules import FixedModules, ModuleProvider, RemoteModules, ScriptedModules
+from gateway.route_table import LiveRoutes, RouteWatcher
 from gateway.settings import GatewaySettings
 from gateway.store import RunStore
 from gateway.worker import RunWorker
@@ -63,13 +64,18 @@ def create_app(
         )
         redis = redis_client(settings.redis_url)
         modules: ModuleProvider
+        live_routes: LiveRoutes | None = None
         if planner is not None and grounder is not None and executor is not None:
             modules = FixedModules(planner, grounder, executor)
         elif settings.modules.startswith("scripted:"):
             modules = ScriptedModules.from_setting(settings.modules)
             log.warning("LUMOS_MODULES=%s: scripted test harness, not a model", settings.modules)
         else:
-            modules = RemoteModules(settings, http)
+            live_routes = LiveRoutes(settings, redis)
+            modules = RemoteModules(settings, http, live_routes)
+        watcher = RouteWatcher(live_routes, settings.routes_poll_s)
+        watcher.start()
+        app.state.routes, app.state.http = live_routes, http
         store = RunStore(redis, run_ttl_s=settings.run_ttl_s)
         worker = None
         if settings.worker_concurrency > 0:
@@ -81,6 +87,7 @@ def create_app(
         finally:
             if worker is not None:
                 await worker.stop()
+            await watcher.stop()
             await modules.aclose()
             await http.aclose()
             await redis.aclose()
@@ -99,5 +106,6 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(feedback.router)
     app.include_router(openai_api.router)
+    app.include_router(route_api.router)
     app.include_router(ops.router)
     return app

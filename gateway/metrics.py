@@ -46,6 +46,14 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.model_latency = Histogram(
+            "lumos_model_latency_seconds",
+            "Latency of one planner or grounder call, by the served model (or adapter) that "
+            "answered it, as its route chose.",
+            ["module", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tool_latency = Histogram(
             "lumos_tool_latency_seconds",
             "Execution time of one action, by tool, as the executor reports it.",
@@ -106,6 +114,10 @@ class GatewayMetrics:
         module = MODULE_OF_EVENT.get(ev.type)
         if module is not None and "latency_s" in ev.data:
             self.module_latency.labels(module).observe(float(ev.data["latency_s"]))
+        if module in ("planner", "grounder") and "model" in ev.data and "latency_s" in ev.data:
+            self.model_latency.labels(module, str(ev.data["model"])).observe(
+                float(ev.data["latency_s"])
+            )
         if module in ("planner", "grounder"):
             for kind in ("prompt", "completion"):
                 tokens = int(ev.data.get(f"{kind}_tokens") or 0)

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
+from gateway.route_table import ANY, MODULES, LiveRoutes, NoRouteError, ResolvedRoute
 from gateway.settings import GatewaySettings
 from lumos.agent import ActionExecutor, ExecutionRequest, Generation, LanguageModule
 from lumos.domains import DOMAINS
@@ -50,21 +51,45 @@ class ExecutorError(Exception):
 
 
 class CompletionModule:
-    """A planner or grounder served by an OpenAI-compatible completions server."""
+    """A planner or grounder served by an OpenAI-compatible completions server.
 
-    def __init__(self, client: CompletionClient) -> None:
+    `sampling` (a route's overrides) replaces the Lumos decoding's temperature and
+    max_tokens and adds vLLM sampling parameters; the stop at the newline stays.
+    """
+
+    def __init__(self, client: CompletionClient, sampling: dict[str, Any] | None = None) -> None:
         self.client = client
+        self.sampling = dict(sampling or {})
 
     async def generate(self, prompt: str, *, regex: str | None = None) -> Generation:
+        extra = dict(self.sampling)
+        max_tokens = int(extra.pop("max_tokens", MAX_TOKENS))
+        temperature = float(extra.pop("temperature", 0.0))
         completion = await self.client.complete(
-            prompt, max_tokens=MAX_TOKENS, stop=STOP, temperature=0.0, regex=regex
+            prompt,
+            max_tokens=max_tokens,
+            stop=STOP,
+            temperature=temperature,
+            regex=regex,
+            extra=extra or None,
         )
         return Generation(
             text=completion.text,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             latency_s=completion.latency_s,
+            model=completion.model or self.client.model,
         )
+
+
+class Unrouted:
+    """The module of a run whose route no longer exists: every call fails saying so."""
+
+    def __init__(self, error: NoRouteError) -> None:
+        self.error = error
+
+    async def generate(self, prompt: str, *, regex: str | None = None) -> Generation:
+        raise self.error
 
 
 class HTTPExecutor:
@@ -168,9 +193,15 @@ class ModuleProvider(Protocol):
         completed_steps: int,
         formulation: str = "iterative",
         domain: str | None = None,
+        routes: Mapping[str, Any] | None = None,
     ) -> RunModules:
         """The modules of one run of `formulation` in `domain`, resumed after
-        `completed_steps` steps."""
+        `completed_steps` steps; `routes` are the ones recorded on the run, if any."""
+        ...
+
+    def route_run(self, domain: str, formulation: str) -> dict[str, Any] | None:
+        """The routes a new run takes (recorded on it), None where modules are not routed;
+        `NoRouteError` when the route table has none for it."""
         ...
 
     def domains(self) -> dict[str, Any]:
@@ -186,36 +217,43 @@ class ModuleProvider(Protocol):
 
 
 class RemoteModules:
-    """Model servers and the executor over HTTP, with one shared `httpx.AsyncClient`."""
+    """Model servers and the executor over HTTP, with one shared `httpx.AsyncClient`.
 
-    def __init__(self, settings: GatewaySettings, client: httpx.AsyncClient) -> None:
+    Which pool and served model answer each module of a run is the route table's answer
+    (`gateway/route_table.py`), fixed when the run is submitted and recorded on it.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        client: httpx.AsyncClient,
+        routes: LiveRoutes | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
-
-        def clients(urls: Sequence[str], model: str) -> list[CompletionModule]:
-            return [
-                CompletionModule(
-                    CompletionClient(
-                        url,
-                        model,
-                        client=client,
-                        timeout_s=settings.module_timeout_s,
-                        max_retries=settings.module_max_retries,
-                        deadline_s=settings.run_deadline_s,
-                        api_key=settings.model_api_key,
-                        regex_field=settings.regex_field,
-                    )
-                )
-                for url in urls
-            ]
-
-        # served model name -> replicas, for every name some run may use
-        planner_models, grounder_models = settings.models_in_use()
-        self.planners = {m: clients(settings.planner_urls, m) for m in planner_models}
-        self.grounders = {m: clients(settings.grounder_urls, m) for m in grounder_models}
+        self.routes = routes if routes is not None else LiveRoutes(settings)
         self.executor = HTTPExecutor(
             settings.executor_url, client=client, timeout_s=settings.module_timeout_s
         )
+
+    def _module(self, route: ResolvedRoute, run_id: str) -> CompletionModule:
+        s = self.settings
+        url = route.urls[replica_index(run_id, len(route.urls))]  # affinity within the pool
+        client = CompletionClient(
+            url,
+            route.model,
+            client=self.client,
+            timeout_s=s.module_timeout_s,
+            max_retries=s.module_max_retries,
+            deadline_s=s.run_deadline_s,
+            api_key=s.model_api_key,
+            regex_field=s.regex_field,
+        )
+        return CompletionModule(client, route.sampling)
+
+    def route_run(self, domain: str, formulation: str) -> dict[str, Any]:
+        routes = self.routes.table.resolve_run(domain, formulation)
+        return {module: route.as_json() for module, route in routes.items()}
 
     def for_run(
         self,
@@ -223,62 +261,99 @@ class RemoteModules:
         completed_steps: int,
         formulation: str = "iterative",
         domain: str | None = None,
+        routes: Mapping[str, Any] | None = None,
     ) -> RunModules:
-        planner_model, grounder_model = self.settings.module_models(formulation, domain)
-        planners, grounders = self.planners[planner_model], self.grounders[grounder_model]
+        table = self.routes.table
+        modules: dict[str, LanguageModule] = {}
+        models: dict[str, str] = {}
+        for module in MODULES:
+            try:
+                if routes is not None and module in routes:
+                    route = ResolvedRoute.from_json(routes[module])
+                else:  # a run stored before routes were recorded, or no domain (tests)
+                    route = table.resolve(domain, formulation, module)
+            except NoRouteError as exc:
+                modules[module] = Unrouted(exc)
+                continue
+            modules[module] = self._module(route, run_id)
+            models[module] = route.model
         return RunModules(
-            planner=planners[replica_index(run_id, len(planners))],
-            grounder=grounders[replica_index(run_id, len(grounders))],
+            planner=modules["planner"],
+            grounder=modules["grounder"],
             executor=self.executor,
-            models={"planner": planner_model, "grounder": grounder_model},
+            models=models,
         )
 
     def domains(self) -> dict[str, Any]:
-        return self.settings.domain_report()
+        return self.routes.table.domain_report()
 
     async def check(self) -> dict[str, ComponentCheck]:
-        s = self.settings
-        planner_models, grounder_models = s.models_in_use()
-        planner, grounder, executor = await asyncio.gather(
-            self._check_models(s.planner_urls, planner_models),
-            self._check_models(s.grounder_urls, grounder_models),
-            self._probe(s.executor_url, "/readyz"),
-        )
-        return {"planner": planner, "grounder": grounder, "executor": executor}
+        """Every route: each replica of its pool answers and serves the route's model."""
+        table = self.routes.table
+        urls = sorted({u for pool in table.pools.values() for u in pool.urls})
+        probes = await asyncio.gather(*(self._probe(u, "/v1/models") for u in urls))
+        served = dict(zip(urls, probes, strict=True))
+        by_module: dict[str, list[tuple[str, ComponentCheck]]] = {m: [] for m in MODULES}
+        for spec in table.routes:
+            route = table.pin(spec)
+            check = self._route_check(route, served)
+            for module in MODULES if spec.module == ANY else (spec.module,):
+                by_module[module].append((spec.key, check))
+        executor, _ = await self._probe(self.settings.executor_url, "/readyz")
+        out = {m: self._summary(m, checks) for m, checks in by_module.items()}
+        out["executor"] = executor
+        return out
 
-    async def _probe(self, url: str, path: str, models: Sequence[str] = ()) -> ComponentCheck:
+    def _route_check(
+        self, route: ResolvedRoute, served: dict[str, tuple[ComponentCheck, tuple[str, ...]]]
+    ) -> ComponentCheck:
+        problems = []
+        latency = 0.0
+        for url in route.urls:
+            check, models = served[url]
+            latency = max(latency, check.latency_s)
+            if check.status != "ok":
+                problems.append(check.detail)
+            elif route.model not in models:
+                problems.append(
+                    f"{url} does not serve model {route.model!r} (it serves "
+                    f"{', '.join(models) or 'none'})"
+                )
+        if problems:
+            return ComponentCheck("down", "; ".join(problems), latency)
+        return ComponentCheck("ok", f"{len(route.urls)} replica(s) serve {route.model!r}", latency)
+
+    def _summary(self, module: str, checks: list[tuple[str, ComponentCheck]]) -> ComponentCheck:
+        latency = max((c.latency_s for _, c in checks), default=0.0)
+        if not checks:
+            return ComponentCheck("down", f"no route has a {module}", latency)
+        down = [(key, c) for key, c in checks if c.status != "ok"]
+        if down:
+            fix = (
+                "fix the pool or the model name in the route file"
+                if self.routes.path is not None
+                else "set LUMOS_PLANNER_MODEL / LUMOS_GROUNDER_MODEL (and the *_ONETIME ones, "
+                "LUMOS_UNTRAINED_MODEL) to its served names"
+            )
+            return ComponentCheck(
+                "down",
+                f"{len(down)}/{len(checks)} routes down: "
+                + "; ".join(f"route {key}: {c.detail}" for key, c in down)
+                + f"; {fix}",
+                latency,
+            )
+        routes = ", ".join(f"{key} -> {c.detail.rsplit(' ', 1)[-1]}" for key, c in checks)
+        return ComponentCheck("ok", f"{len(checks)} route(s) up: {routes}", latency)
+
+    async def _probe(self, url: str, path: str) -> tuple[ComponentCheck, tuple[str, ...]]:
         started = time.perf_counter()
         try:
             report = await wait_ready(
                 url, READY_PROBE_S, self.client, (path,), request_timeout_s=READY_PROBE_S
             )
         except NotReadyError as exc:
-            return ComponentCheck("down", str(exc), time.perf_counter() - started)
-        elapsed = time.perf_counter() - started
-        missing = [m for m in models if m not in report.models]
-        if missing:
-            return ComponentCheck(
-                "down",
-                f"{url} does not serve model {', '.join(map(repr, missing))} (it serves "
-                f"{', '.join(report.models) or 'none'}); set LUMOS_PLANNER_MODEL / "
-                "LUMOS_GROUNDER_MODEL (and the *_ONETIME ones, LUMOS_UNTRAINED_MODEL) to "
-                "its served names",
-                elapsed,
-            )
-        return ComponentCheck("ok", url, elapsed)
-
-    async def _check_models(self, urls: Sequence[str], models: Sequence[str]) -> ComponentCheck:
-        checks = await asyncio.gather(*(self._probe(u, "/v1/models", models) for u in urls))
-        down = [c for c in checks if c.status != "ok"]
-        latency = max(c.latency_s for c in checks)
-        if down:
-            return ComponentCheck(
-                "down",
-                f"{len(down)}/{len(checks)} replicas down: " + "; ".join(c.detail for c in down),
-                latency,
-            )
-        names = ", ".join(map(repr, models))
-        return ComponentCheck("ok", f"{len(checks)} replica(s) serve {names}", latency)
+            return ComponentCheck("down", str(exc), time.perf_counter() - started), ()
+        return ComponentCheck("ok", url, time.perf_counter() - started), report.models
 
     async def aclose(self) -> None:
         return None  # the shared client belongs to the app
@@ -298,8 +373,12 @@ class FixedModules:
         completed_steps: int,
         formulation: str = "iterative",
         domain: str | None = None,
+        routes: Mapping[str, Any] | None = None,
     ) -> RunModules:
         return self.modules
+
+    def route_run(self, domain: str, formulation: str) -> dict[str, Any] | None:
+        return None
 
     def domains(self) -> dict[str, Any]:
         return _all_domains_alike()
@@ -375,6 +454,7 @@ class ScriptedModules:
         completed_steps: int,
         formulation: str = "iterative",
         domain: str | None = None,
+        routes: Mapping[str, Any] | None = None,
     ) -> RunModules:
         s = self.spec
         return RunModules(
@@ -386,6 +466,9 @@ class ScriptedModules:
             ),
             executor=_Delayed(ScriptedExecutor(s.tool_results), s.delay_s),
         )
+
+    def route_run(self, domain: str, formulation: str) -> dict[str, Any] | None:
+        return None
 
     def domains(self) -> dict[str, Any]:
         return _all_domains_alike()

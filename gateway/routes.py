@@ -25,6 +25,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from gateway.auth import authenticate
 from gateway.errors import APIError
 from gateway.metrics import GatewayMetrics
+from gateway.route_table import NoRouteError
 from gateway.runs import TERMINAL_EVENTS, RunMode, RunRecord, StoredEvent, run_timings
 from gateway.schemas import EventView, RunAccepted, RunRequest, RunView, run_urls, run_view
 from gateway.settings import GatewaySettings
@@ -148,6 +149,17 @@ def _validated(body: RunRequest, settings: GatewaySettings) -> tuple[str, int, f
     return task, max_steps, deadline_s
 
 
+def _routes_of(request: Request, body: RunRequest) -> dict[str, Any] | None:
+    """The routes the run takes (recorded on it), or 422 naming the missing route."""
+    try:
+        routes: dict[str, Any] | None = request.app.state.modules.route_run(
+            body.domain, body.formulation.value
+        )
+    except NoRouteError as exc:
+        raise APIError(422, "no_route", str(exc)) from exc
+    return routes
+
+
 def _fingerprint(body: RunRequest, task: str, max_steps: int, deadline_s: float) -> str:
     what = [task, body.domain, body.formulation.value, max_steps, deadline_s, body.environment]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
@@ -172,7 +184,9 @@ def _fingerprint(body: RunRequest, task: str, max_steps: int, deadline_s: float)
         409: _error("Idempotency-Key reused for a different request (idempotency_key_reused)"),
         413: _error("task or body too large (task_too_long, request_too_large)"),
         422: _error(
-            "invalid request (invalid_request, empty_task, unknown_domain, ...)", RequestErrorBody
+            "invalid request (invalid_request, empty_task, unknown_domain, no_route: no route "
+            "for the run's domain, formulation and module, ...)",
+            RequestErrorBody,
         ),
         429: _error(
             "too many unfinished runs for this API key (too_many_runs); retry after "
@@ -249,6 +263,7 @@ async def accept_run(
     if idempotency_key is not None:
         run_id = await store.run_for_idempotency_key(principal, idempotency_key)
     if run_id is None:
+        routes = _routes_of(request, body)
         new_id = uuid.uuid4().hex
         cap = settings.max_concurrent_runs_per_key
         if not await store.admit(principal, new_id, cap, deadline_s + 60.0):
@@ -261,6 +276,7 @@ async def accept_run(
                 headers={"Retry-After": "1"},
             )
         record = RunRecord(
+            routes=routes,
             id=new_id,
             mode=mode,
             domain=body.domain,

@@ -80,6 +80,11 @@ class RunRecord(BaseModel):
     cancel_requested: bool = False
     idempotency_key: str | None = None
     request_sha256: str = ""
+    routes: dict[str, Any] | None = Field(
+        default=None,
+        description="module -> the route it takes (route, pool, urls, model, sampling), fixed "
+        "at submission: a route table reloaded later does not move the run",
+    )
     feedback: RunFeedback | None = None
 
     def to_hash(self) -> dict[str, str]:
@@ -98,7 +103,7 @@ class RunRecord(BaseModel):
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> RunRecord:
         data: dict[str, Any] = dict(raw)
-        for key in ("timings", "feedback"):
+        for key in ("timings", "feedback", "routes"):
             if key in data:
                 data[key] = json.loads(data[key])
         return cls.model_validate(data)

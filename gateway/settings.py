@@ -84,6 +84,20 @@ class GatewaySettings(BaseSettings):
         "`lumos-base`; unset: the models above serve every domain.",
     )
 
+    routes_file: str | None = Field(
+        default=None,
+        description="A route table (YAML or TOML): which model-server pool and served model "
+        "plan and ground each domain (or dataset), formulation and module (README: routes). "
+        "Reloaded when it changes and on SIGHUP. Unset: one route per module from "
+        "LUMOS_PLANNER_URLS / LUMOS_PLANNER_MODEL and the settings above.",
+    )
+    routes_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the route file (and the routes of adapters loaded at run time, "
+        "in Redis) is checked for changes (seconds).",
+    )
+
     def is_trained(self, domain: str) -> bool:
         """Whether the configured planner and grounder were trained for `domain`."""
         return not self.trained_domains or resolve_domain(domain).name in self.trained_domains
@@ -154,6 +168,11 @@ class GatewaySettings(BaseSettings):
         description="Hex SHA-256 digests of the accepted API keys, comma-separated; empty: no "
         "authentication. Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
     )
+    operator_keys_sha256: UrlList = Field(
+        default=[],
+        description="Hex SHA-256 digests of the keys that may load and unload adapters "
+        "(POST /agent/adapters), comma-separated; empty: any key of LUMOS_API_KEYS_SHA256.",
+    )
     max_task_chars: int = Field(
         default=4000, ge=1, description="Longest task accepted (characters)."
     )
@@ -208,7 +227,12 @@ class GatewaySettings(BaseSettings):
     )
 
     @field_validator(
-        "planner_urls", "grounder_urls", "api_keys_sha256", "trained_domains", mode="before"
+        "planner_urls",
+        "grounder_urls",
+        "api_keys_sha256",
+        "operator_keys_sha256",
+        "trained_domains",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -234,7 +258,12 @@ class GatewaySettings(BaseSettings):
         except UnknownDomainError as exc:
             raise ValueError(str(exc)) from None
 
-    @field_validator("api_keys_sha256")
+    @field_validator("routes_file")
+    @classmethod
+    def _empty_file_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("api_keys_sha256", "operator_keys_sha256")
     @classmethod
     def _hex_digests(cls, value: list[str]) -> list[str]:
         out = []

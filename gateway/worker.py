@@ -236,7 +236,7 @@ class RunWorker:
         events = list(stored)
         already_started = any(ev.type == "started" for ev in stored)
         modules = self.modules.for_run(
-            record.id, len(completed), str(record.formulation), record.domain
+            record.id, len(completed), str(record.formulation), record.domain, record.routes
         )
         assert record.started_at is not None
         deadline_at = record.started_at + record.deadline_s

@@ -48,6 +48,7 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    model: str | None = None  # the served model that answered, where the module knows it
 
 
 class LanguageModule(Protocol):
@@ -293,13 +294,16 @@ class Agent:
 
 
 def _module_data(gen: Generation, text: str, **extra: Any) -> dict[str, Any]:
-    return {
+    data = {
         "text": text,
         "prompt_tokens": gen.prompt_tokens,
         "completion_tokens": gen.completion_tokens,
         "latency_s": gen.latency_s,
         **extra,
     }
+    if gen.model is not None:
+        data["model"] = gen.model
+    return data
 
 
 def _module_failure(step: int, module: str, exc: Exception) -> RunEvent:

@@ -248,6 +248,18 @@ def agent_latency() -> dict[str, Any]:
                 description="One call to the planner, the grounder or the executor, as the gateway sees it.",
             ),
             timeseries(
+                "Latency per model (p50 / p95)",
+                [
+                    target(
+                        quantile(q, "lumos_model_latency_seconds", ["module", "model"]),
+                        f"{{{{module}}}} {{{{model}}}} p{round(q * 100)}",
+                    )
+                    for q in (0.5, 0.95)
+                ],
+                description="One planner or grounder call, by the served model or adapter its "
+                "route chose (LUMOS_ROUTES_FILE): compare adapters, domains' checkpoints, pools.",
+            ),
+            timeseries(
                 "Time spent per module",
                 [
                     target(

@@ -333,14 +333,24 @@ class _Traffic:
             RunEvent(
                 type="subgoal",
                 step=1,
-                data={"latency_s": 0.8, "prompt_tokens": 500, "completion_tokens": 20},
+                data={
+                    "latency_s": 0.8,
+                    "prompt_tokens": 500,
+                    "completion_tokens": 20,
+                    "model": "lumos-plan",
+                },
             )
         )
         g.observe_event(
             RunEvent(
                 type="actions",
                 step=1,
-                data={"latency_s": 0.4, "prompt_tokens": 600, "completion_tokens": 30},
+                data={
+                    "latency_s": 0.4,
+                    "prompt_tokens": 600,
+                    "completion_tokens": 30,
+                    "model": "lumos-ground-maths" if i % 2 else "lumos-ground",
+                },
             )
         )
         g.observe_event(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.attempts import counted_events
-from gateway.runs import RunMode, RunRecord, RunStatus, StoredEvent
+from gateway.runs import RunFeedback, RunMode, RunRecord, RunStatus, StoredEvent
 from lumos.trace import Formulation
 
 
@@ -111,6 +111,9 @@ class RunView(BaseModel):
     timings: dict[str, Any] = Field(description="seconds, calls and tokens per module")
     url: str
     events_url: str
+    feedback: RunFeedback | None = Field(
+        default=None, description="the latest POST /agent/runs/{id}/feedback, if any"
+    )
     trace: list[EventView] = Field(
         description="the run's events as they counted: without those of steps a later "
         "attempt redid (see superseded); GET events_url replays every event written"
@@ -160,6 +163,7 @@ def run_view(record: RunRecord, events: list[StoredEvent], timings: dict[str, An
         timings=timings,
         url=urls["url"],
         events_url=urls["events_url"],
+        feedback=record.feedback,
         trace=[EventView.of(record.id, s) for s in counted],
         superseded=[EventView.of(record.id, s) for s in superseded],
     )

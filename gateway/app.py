@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -92,7 +93,8 @@ def create_app(
             await http.aclose()
             await redis.aclose()
 
-    app = FastAPI(
+    # /docs and /redoc serve Swagger UI and ReDoc from the package, not a CDN: they work offline.
+    app = FastAPIOffline(
         title="Lumos gateway",
         version="0.1.0",
         summary="Run Lumos agents (planner -> grounder -> executor) as a service.",

@@ -79,6 +79,7 @@ class CompletionModule:
             completion_tokens=completion.completion_tokens,
             latency_s=completion.latency_s,
             model=completion.model or self.client.model,
+            finish_reason=completion.finish_reason,
         )
 
 

@@ -188,6 +188,33 @@ def parse_actions(text: str, allowed: Sequence[str] | None = None) -> list[Actio
         )
 
 
+def complete_actions(text: str, allowed: Sequence[str] | None = None) -> tuple[list[Action], str]:
+    """The whole actions a grounding starts with, and the text they span.
+
+    For a completion cut by the token limit in the middle of an action
+    (``R1 = KnowledgeQuery(Paris); R2 = QA([R1], Question: Wh``): the actions before the
+    cut are complete and runnable (here ``R1``), the cut one is not. Parsing stops at the
+    first action that is not whole, or whose tool is not in `allowed`; nothing raises.
+    """
+    stripped = text.strip()[:MAX_ACTIONS_TEXT]
+    actions: list[Action] = []
+    i = end = 0
+    while len(actions) < MAX_ACTIONS:
+        i = _skip_spaces(stripped, i)
+        try:
+            action, j = _parse_one(stripped, i)
+        except ActionParseError:
+            break
+        if allowed is not None and action.name not in allowed:
+            break
+        actions.append(action)
+        end = j
+        if not stripped.startswith(";", j):
+            break
+        i = j + 1
+    return actions, stripped[:end]
+
+
 def split_arguments(args: str) -> list[str]:
     """Split a raw argument string on top-level commas (outside (), [] and {}).
 

@@ -21,7 +21,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from lumos.actions import Action, ActionParseError, action_regex, parse_actions
+from lumos.actions import (
+    Action,
+    ActionParseError,
+    action_regex,
+    complete_actions,
+    parse_actions,
+)
 from lumos.domains import resolve_domain
 from lumos.domains.base import Domain
 from lumos.prompts import (
@@ -49,6 +55,8 @@ class Generation:
     completion_tokens: int = 0
     latency_s: float = 0.0
     model: str | None = None  # the served model that answered, where the module knows it
+    # "length" when the completion was cut by the token limit; None where unknown
+    finish_reason: str | None = None
 
 
 class LanguageModule(Protocol):
@@ -205,18 +213,38 @@ class Agent:
             yield _module_failure(index, "grounder", exc)
             return
         grounding = grounding_from_completion(self.domain, st.steps, gen.text)
+        cut: dict[str, Any] | None = None
         try:
             actions = parse_actions(grounding, allowed=self.domain.tool_names)
         except ActionParseError as exc:
-            yield RunEvent(type="actions", step=index, data=_module_data(gen, grounding))
-            yield _error_event(
-                index,
-                "grounding_parse_error",
-                f"the grounder's output for step {index} is not a valid action list: {exc}",
-                span=[exc.start, exc.end],
-            )
-            return
+            # A grounding cut by the token limit (the grammar bounds each action, not the
+            # whole line): its complete actions run and the run goes on; only the action
+            # the limit cut off is dropped. Without a complete action there is nothing to run.
+            kept: list[Action] = []
+            if gen.finish_reason == "length":
+                kept, kept_text = complete_actions(grounding, self.domain.tool_names)
+            if not kept:
+                yield RunEvent(type="actions", step=index, data=_module_data(gen, grounding))
+                cut_note = (
+                    f" (cut at the token limit after {gen.completion_tokens} tokens, before "
+                    "its first action was complete)"
+                    if gen.finish_reason == "length"
+                    else ""
+                )
+                yield _error_event(
+                    index,
+                    "grounding_parse_error",
+                    f"the grounder's output for step {index} is not a valid action list"
+                    f"{cut_note}: {exc}",
+                    span=[exc.start, exc.end],
+                )
+                return
+            actions = kept
+            cut = {"dropped": grounding.strip()[len(kept_text) :], "kept_actions": len(kept)}
+            grounding = kept_text
         data = _module_data(gen, grounding)
+        if cut is not None:
+            data["cut_at_token_limit"] = cut
         data["actions"] = [
             {"outputs": list(a.outputs), "name": a.name, "args": a.args} for a in actions
         ]

@@ -141,6 +141,17 @@ async def test_streamed_run_through_the_real_stack(stack_settings, redis_url):
 
 
 async def test_background_run_through_the_real_stack(stack_settings, redis_url):
+    await _background_run(stack_settings, redis_url)
+
+
+@pytest.mark.cpu_load
+async def test_background_run_through_the_real_stack_under_cpu_load(stack_settings, redis_url):
+    """The same run with a busy process per core beside it (tests/cpu_load.py): the
+    worker is slow, not dead, and keeps its run (one attempt, no step planned twice)."""
+    await _background_run(stack_settings, redis_url)
+
+
+async def _background_run(stack_settings, redis_url) -> None:  # type: ignore[no-untyped-def]
     async with serve(create_app(stack_settings)) as url, httpx.AsyncClient(timeout=300) as c:
         body = {"task": TASK, "domain": "maths", "background": True, "formulation": "onetime"}
         resp = await c.post(f"{url}/agent/run", json=body)
@@ -157,6 +168,7 @@ async def test_background_run_through_the_real_stack(stack_settings, redis_url):
     record, events = _stored(redis_url, run["id"])
     types = [e["type"] for e in events]
     assert record["status"] == run["status"]
+    assert record["attempts"] == "1", (record, types)  # no worker took it over
     if run["status"] == "failed":
         assert types[:2] == ["started", "subgoal"] and types[-1] == "error", types
     else:

@@ -1,7 +1,7 @@
 """The agent as a model: OpenAI-compatible `/v1/models` and `/v1/chat/completions`.
 
-Every agent the gateway serves (a domain in a formulation) is one model, `lumos-maths`,
-`lumos-maths-onetime`, `lumos-complex-qa`, ... A chat completion is a run: the last user
+Every agent the gateway serves (a domain in a formulation that the route table routes) is
+one model, `lumos-maths`, `lumos-maths-onetime`, `lumos-complex-qa`, ... A chat completion is a run: the last user
 message is the task, earlier system and user messages are the environment description,
 and the run goes through the same admission, limits, idempotency and metrics as
 `POST /agent/run` (`routes.accept_run`). The answer is the assistant message; the run's id
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.errors import APIError
+from gateway.route_table import LiveRoutes, NoRouteError, RouteTable
 from gateway.routes import (
     SSE_PING_S,
     Principal,
@@ -35,7 +36,6 @@ from gateway.routes import (
 )
 from gateway.runs import RunRecord, RunStatus
 from gateway.schemas import EventView, RunRequest, run_urls
-from gateway.settings import GatewaySettings
 from gateway.store import RunStore
 from lumos.client import render_event
 from lumos.domains import DOMAINS
@@ -52,11 +52,13 @@ ENVIRONMENT_ROLES = frozenset({"system", "developer", "user"})
 
 @dataclass(frozen=True)
 class AgentModel:
-    """One served agent as an OpenAI model."""
+    """One served agent as an OpenAI model, with the served models its routes name."""
 
     id: str
     domain: str
     formulation: Formulation
+    planner: str
+    grounder: str
 
 
 def agent_model_id(domain: str, formulation: Formulation) -> str:
@@ -65,14 +67,33 @@ def agent_model_id(domain: str, formulation: Formulation) -> str:
     return name if formulation is Formulation.ITERATIVE else f"{name}-{formulation.value}"
 
 
-def served_agents(settings: GatewaySettings) -> list[AgentModel]:
-    """The agents this gateway serves: today every domain in both formulations (the modules
-    of each are `settings.module_models`). The one place that decides the model list."""
-    return [
-        AgentModel(agent_model_id(domain, formulation), domain, formulation)
-        for domain in sorted(DOMAINS)
-        for formulation in Formulation
-    ]
+def served_agents(table: RouteTable) -> list[AgentModel]:
+    """The agents the route table serves: each domain in each formulation whose planner and
+    grounder both have a route (the default table, from the settings, routes them all)."""
+    agents = []
+    for domain in sorted(DOMAINS):
+        for formulation in Formulation:
+            try:
+                routes = table.resolve_run(domain, formulation.value)
+            except NoRouteError:
+                continue
+            agents.append(
+                AgentModel(
+                    id=agent_model_id(domain, formulation),
+                    domain=domain,
+                    formulation=formulation,
+                    planner=routes["planner"].model,
+                    grounder=routes["grounder"].model,
+                )
+            )
+    return agents
+
+
+def _route_table(request: Request) -> RouteTable:
+    """The table runs are routed by now (without a live one, with modules given in-process
+    or scripted: the table the settings describe)."""
+    live: LiveRoutes | None = getattr(request.app.state, "routes", None)
+    return (live or LiveRoutes(_settings(request))).table
 
 
 # -- bodies ------------------------------------------------------------------------------
@@ -235,16 +256,17 @@ def task_and_environment(messages: Sequence[ChatMessage]) -> tuple[str, str | No
     return _text(last, len(earlier)), "\n\n".join(environment) or None
 
 
-def _agent(settings: GatewaySettings, model: str) -> AgentModel:
-    agents = served_agents(settings)
+def _agent(table: RouteTable, model: str) -> AgentModel:
+    agents = served_agents(table)
     for agent in agents:
         if agent.id == model:
             return agent
     raise APIError(
         404,
         "model_not_found",
-        f"no agent model {model!r}; expected one of {', '.join(a.id for a in agents)} "
-        "(GET /v1/models)",
+        f"no agent model {model!r}; this gateway serves {', '.join(a.id for a in agents)} "
+        "(GET /v1/models; an agent is served when its domain and formulation have a planner "
+        "and a grounder route)",
     )
 
 
@@ -311,19 +333,16 @@ def _run_failed(record: RunRecord) -> APIError:
 
 @router.get("/models", response_model=ModelList, summary="The served agents, as models")
 async def list_models(request: Request, principal: Principal) -> ModelList:
-    settings = _settings(request)
-    cards = []
-    for agent in served_agents(settings):
-        planner, grounder = settings.module_models(agent.formulation.value, agent.domain)
-        cards.append(
-            ModelCard(
-                id=agent.id,
-                domain=agent.domain,
-                formulation=agent.formulation,
-                planner=planner,
-                grounder=grounder,
-            )
+    cards = [
+        ModelCard(
+            id=agent.id,
+            domain=agent.domain,
+            formulation=agent.formulation,
+            planner=agent.planner,
+            grounder=agent.grounder,
         )
+        for agent in served_agents(_route_table(request))
+    ]
     return ModelList(data=cards)
 
 
@@ -359,7 +378,7 @@ async def chat_completions(
     (`delta.reasoning_content`), the answer as `delta.content`, then `[DONE]`; a run that
     fails ends the stream with an `error` object. Both send `X-Run-Id` and `Location`."""
     _check_supported(body)
-    agent = _agent(_settings(request), body.model)
+    agent = _agent(_route_table(request), body.model)
     accepted = await accept_run(request, principal, _run_request(body, agent), idempotency_key)
     store = _store(request)
     if accepted.mode == "stream":

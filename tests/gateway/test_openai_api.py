@@ -76,6 +76,27 @@ async def test_models_lists_one_model_per_agent_and_formulation(redis_url):
     assert maths.model_extra["planner"] == "lumos-plan"  # LUMOS_PLANNER_MODEL's default
 
 
+async def test_models_are_the_agents_the_route_table_routes(redis_url, tmp_path):
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        '[pools.maths]\nurls = ["http://127.0.0.1:9"]\n\n'
+        '[[routes]]\ndomain = "maths"\npool = "maths"\nmodel = "maths-7b"\n\n'
+        '[[routes]]\ndomain = "maths"\nformulation = "onetime"\nmodule = "planner"\n'
+        'pool = "maths"\nmodel = "maths-plan-onetime"\n'
+    )
+    app, planner = scripted(redis_url, routes_file=str(routes))
+    async with serve(app) as url:
+        gw = Gateway(url, planner)
+        models = {m.id: m.model_extra for m in (await gw.openai.models.list()).data}
+        with pytest.raises(openai.NotFoundError) as refused:
+            await gw.openai.chat.completions.create(model="lumos-complex-qa", messages=USER)
+    assert set(models) == {"lumos-maths", "lumos-maths-onetime"}
+    assert models["lumos-maths"]["planner"] == "maths-7b"
+    assert models["lumos-maths-onetime"]["planner"] == "maths-plan-onetime"
+    assert models["lumos-maths-onetime"]["grounder"] == "maths-7b"
+    assert "this gateway serves lumos-maths, lumos-maths-onetime" in refused.value.message
+
+
 async def test_chat_completion_answers_with_the_runs_answer_and_links_its_trace(redis_url):
     app, planner = scripted(redis_url)
     async with serve(app) as url:

@@ -17,7 +17,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bench.cli import add_parser as add_bench_parser
+from lumos_cli.adapters import add_parser as add_adapters_parser
 from eval.cli import add_parser as add_eval_parser
+from training.runs_export import add_parser as add_runs_parser
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_bench_parser(sub)
+    add_adapters_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 

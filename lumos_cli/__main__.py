@@ -17,7 +17,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bench.cli import add_parser as add_bench_parser
-from lumos_cli.adapters import add_parser as add_adapters_parser
 from eval.cli import add_parser as add_eval_parser
 from training.runs_export import add_parser as add_runs_parser
 
@@ -86,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_bench_parser(sub)
-    add_adapters_parser(sub)
     add_runs_parser(sub)
     return parser
 

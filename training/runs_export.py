@@ -249,9 +249,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("LUMOS_REDIS_URL", DEFAULT_REDIS_URL),
         help="the gateway's Redis (default: LUMOS_REDIS_URL)",
     )
-    parser.add_argument("--include-failed", action="store_true")
-    parser.add_argument("--include-max-steps", action="store_true")
-    parser.add_argument("--include-failed-actions", action="store_true")
+    parser.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="also failed and cancelled runs (their completed steps)",
+    )
+    parser.add_argument(
+        "--include-max-steps",
+        action="store_true",
+        help="also runs cut at max_steps (the planner is taught to stop there)",
+    )
+    parser.add_argument(
+        "--include-failed-actions", action="store_true", help="also runs where an action failed"
+    )
     parser.set_defaults(func=run_cli)
 
 

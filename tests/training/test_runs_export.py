@@ -18,7 +18,7 @@ from tests.gateway.helpers import GROUNDS, PLANS, RESULTS, TASK, serve, settings
 from training.annotation import Annotation, read_annotations
 from training.data import read_training_file
 from training.render import render
-from training.runs_export import RunExportError, main, parse_since
+from training.runs_export import RunExportError, main, parse_since, run_cli
 
 pytestmark = pytest.mark.redis
 
@@ -249,3 +249,10 @@ async def test_export_says_when_it_cannot_reach_redis(tmp_path, capsys) -> None:
     code, _ = await export("redis://127.0.0.1:1/0", tmp_path / "x.jsonl")
     assert code == 2
     assert "cannot read runs from redis://127.0.0.1:1/0" in capsys.readouterr().err
+
+
+def test_lumos_runs_export_is_this_command() -> None:
+    from lumos_cli.__main__ import build_parser
+
+    args = build_parser().parse_args(["runs", "export", "--out", "x.jsonl", "--min-score", "1"])
+    assert args.func is run_cli and args.min_score == 1.0

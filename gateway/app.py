@@ -74,6 +74,7 @@ def create_app(
         else:
             live_routes = LiveRoutes(settings, redis)
             modules = RemoteModules(settings, http, live_routes)
+            app.state.metrics.track_circuits(modules.breakers)
         watcher = RouteWatcher(live_routes, settings.routes_poll_s)
         watcher.start()
         app.state.routes, app.state.http = live_routes, http

@@ -6,6 +6,8 @@ that executes the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,7 +16,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from lumos.circuit import CircuitBreakers
 from lumos.trace import RunEvent
 
 # 5 ms to 5 min, roughly 1-2.5-5 per decade: model calls, tool calls and whole runs.
@@ -31,6 +36,7 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._circuits: CircuitCollector | None = None
         self.run_duration = Histogram(
             "lumos_run_duration_seconds",
             "Wall time of a finished run from its first start, by outcome "
@@ -90,6 +96,13 @@ class GatewayMetrics:
             "Runs this process's workers are executing now.",
             registry=r,
         )
+        self.runs_refused = Counter(
+            "lumos_runs_refused",
+            "Runs refused at submission, by reason: too_many_runs (the API key's cap), "
+            "queue_full (LUMOS_MAX_QUEUED_RUNS).",
+            ["reason"],
+            registry=r,
+        )
         self.runs_submitted = Counter(
             "lumos_runs_submitted",
             "Runs accepted by this process, by mode (sync, stream, background).",
@@ -144,5 +157,41 @@ class GatewayMetrics:
         self.run_duration.labels(domain, formulation, outcome).observe(duration_s)
         self.run_steps.labels(domain, formulation).observe(steps)
 
+    def track_circuits(self, breakers: CircuitBreakers) -> None:
+        """Expose the model servers' circuit breakers (lumos/circuit.py), read at scrape."""
+        if self._circuits is not None:
+            self.registry.unregister(self._circuits)
+        self._circuits = CircuitCollector(breakers)
+        self.registry.register(self._circuits)
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class CircuitCollector(Collector):
+    """`lumos_model_server_circuit_open`, `..._calls_refused`, `..._circuit_opened` per server."""
+
+    def __init__(self, breakers: CircuitBreakers) -> None:
+        self.breakers = breakers
+
+    def collect(self) -> Iterator[Metric]:
+        is_open = GaugeMetricFamily(
+            "lumos_model_server_circuit_open",
+            "1 while no request is sent to the model server (it failed repeatedly).",
+            labels=["server"],
+        )
+        refused = CounterMetricFamily(
+            "lumos_model_server_calls_refused",
+            "Model calls that found the server's circuit open and sent nothing.",
+            labels=["server"],
+        )
+        opened = CounterMetricFamily(
+            "lumos_model_server_circuit_opened",
+            "Times the server's circuit opened after consecutive failures.",
+            labels=["server"],
+        )
+        for url, breaker in sorted(self.breakers.by_url.items()):
+            is_open.add_metric([url], 1.0 if breaker.state == "open" else 0.0)
+            refused.add_metric([url], breaker.refused)
+            opened.add_metric([url], breaker.opened)
+        yield from (is_open, refused, opened)

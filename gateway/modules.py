@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from gateway.route_table import ANY, MODULES, LiveRoutes, NoRouteError, ResolvedRoute
 from gateway.settings import GatewaySettings
 from lumos.agent import ActionExecutor, ExecutionRequest, Generation, LanguageModule
+from lumos.circuit import CircuitBreakers
 from lumos.domains import DOMAINS
 from lumos.llm import CompletionClient
 from lumos.readiness import NotReadyError, wait_ready
@@ -233,6 +234,8 @@ class RemoteModules:
         self.settings = settings
         self.client = client
         self.routes = routes if routes is not None else LiveRoutes(settings)
+        # One breaker per model server, shared by every run's clients (lumos/circuit.py).
+        self.breakers = CircuitBreakers()
         self.executor = HTTPExecutor(
             settings.executor_url, client=client, timeout_s=settings.module_timeout_s
         )
@@ -249,6 +252,7 @@ class RemoteModules:
             deadline_s=s.run_deadline_s,
             api_key=s.model_api_key,
             regex_field=s.regex_field,
+            breaker=self.breakers.get(url),
         )
         return CompletionModule(client, route.sampling)
 

@@ -29,7 +29,7 @@ from gateway.route_table import NoRouteError
 from gateway.runs import TERMINAL_EVENTS, RunMode, RunRecord, StoredEvent, run_timings
 from gateway.schemas import EventView, RunAccepted, RunRequest, RunView, run_urls, run_view
 from gateway.settings import GatewaySettings
-from gateway.store import RunStore
+from gateway.store import QueueFull, RunStore
 from lumos.domains import resolve_domain
 
 router = APIRouter(prefix="/agent", tags=["runs"])
@@ -39,6 +39,7 @@ STREAM_ID = re.compile(r"^\d+-\d+$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 CANCEL_WAIT_S = 5.0
 SSE_PING_S = 15
+QUEUE_FULL_RETRY_S = 5
 
 
 class ErrorBody(BaseModel):
@@ -189,7 +190,8 @@ def _fingerprint(body: RunRequest, task: str, max_steps: int, deadline_s: float)
             RequestErrorBody,
         ),
         429: _error(
-            "too many unfinished runs for this API key (too_many_runs); retry after "
+            "too many unfinished runs for this API key (too_many_runs), or too many runs "
+            "waiting for a worker in the whole deployment (queue_full); retry after "
             "`Retry-After` seconds"
         ),
         503: RUN_ERRORS[503],
@@ -267,6 +269,7 @@ async def accept_run(
         new_id = uuid.uuid4().hex
         cap = settings.max_concurrent_runs_per_key
         if not await store.admit(principal, new_id, cap, deadline_s + 60.0):
+            _metrics(request).runs_refused.labels("too_many_runs").inc()
             raise APIError(
                 429,
                 "too_many_runs",
@@ -292,8 +295,22 @@ async def accept_run(
         )
         try:
             run_id, created = await store.create(
-                record, idempotency=idempotency_key, idempotency_ttl_s=settings.idempotency_ttl_s
+                record,
+                idempotency=idempotency_key,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
+                max_waiting=settings.max_queued_runs,
             )
+        except QueueFull as exc:
+            await store.release(principal, new_id)
+            _metrics(request).runs_refused.labels("queue_full").inc()
+            raise APIError(
+                429,
+                "queue_full",
+                f"{exc.waiting} runs already wait for a worker, this deployment's cap "
+                f"(LUMOS_MAX_QUEUED_RUNS={settings.max_queued_runs}); the run was not stored: "
+                "retry after `Retry-After` seconds",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_S)},
+            ) from None
         except BaseException:
             # A run that was never stored must not hold one of its key's run slots.
             await store.release(principal, new_id)

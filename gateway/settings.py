@@ -197,6 +197,13 @@ class GatewaySettings(BaseSettings):
         description="Unfinished runs one API key may have at once (429 above); without "
         "authentication all callers share one budget; 0: no cap.",
     )
+    max_queued_runs: int = Field(
+        default=256,
+        ge=0,
+        description="Runs that may wait for a worker in the whole deployment (the shared "
+        "queue, every replica counted); a run submitted beyond it is refused with 429 "
+        "queue_full and Retry-After instead of waiting longer than any client would; 0: no cap.",
+    )
     idempotency_ttl_s: int = Field(
         default=86_400, ge=1, description="How long an Idempotency-Key maps to its run (seconds)."
     )
@@ -215,9 +222,10 @@ class GatewaySettings(BaseSettings):
     claim_idle_ms: int = Field(
         default=30_000,
         ge=100,
-        description="A queued run whose worker has not heartbeated for this long is claimed "
-        "by another worker and resumed from its last completed step. Workers heartbeat every "
-        "third of it.",
+        description="A queued run whose worker has not renewed its lease for this long is "
+        "claimed by another worker and resumed from its last completed step. A worker renews "
+        "its leases every third of it from a thread, so a slow (CPU-starved) worker keeps "
+        "its runs; one whose event loop is stuck for 10 times this (at least 30 s) loses them.",
     )
     max_attempts: int = Field(
         default=3,

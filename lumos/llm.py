@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
+from lumos.circuit import CircuitBreaker
 from lumos.http import LazyAsyncClient
 
 RegexField = Literal["structured_outputs", "guided_regex"]
@@ -112,6 +113,7 @@ class CompletionClient:
         deadline_s: float = 180.0,
         api_key: str | None = None,
         regex_field: RegexField = "structured_outputs",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if regex_field not in ("structured_outputs", "guided_regex"):
             raise ValueError(
@@ -126,6 +128,7 @@ class CompletionClient:
         self.backoff_max_s = backoff_max_s
         self.deadline_s = deadline_s
         self.regex_field = regex_field
+        self.breaker = breaker  # shared by every client of this server, if given
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = LazyAsyncClient(client)
 
@@ -194,20 +197,41 @@ class CompletionClient:
         attempt = 0
         while True:
             attempt += 1
+            if self.breaker is not None and (open_s := self.breaker.open_for()) > 0:
+                # The server failed `threshold` times in a row: send nothing. Waiting for
+                # the end of its cooldown uses one of this call's retries.
+                self.breaker.refuse()
+                if attempt > self.max_retries or loop.time() + open_s >= deadline:
+                    exc = LLMConnectionError(
+                        f"{self.url} is failing ({self.breaker.failures} requests in a row "
+                        f"failed); no request is sent to it for {open_s:.1f} s more (circuit "
+                        "open); check the model server",
+                        self.url,
+                    )
+                    exc.attempts = attempt
+                    raise exc
+                await asyncio.sleep(open_s)
+                continue
             timeout_s = min(self.timeout_s, deadline - loop.time())
             try:
-                return await self._attempt(body, attempt, timeout_s)
+                completion = await self._attempt(body, attempt, timeout_s)
             except (LLMConnectionError, LLMTimeoutError, LLMHTTPError) as exc:
                 exc.attempts = attempt
                 retryable = not isinstance(exc, LLMHTTPError) or _is_retryable_status(
                     exc.status_code
                 )
+                if self.breaker is not None and retryable:
+                    self.breaker.record_failure()
                 if not retryable or attempt > self.max_retries:
                     raise
                 delay = self._backoff(attempt)
                 if loop.time() + delay >= deadline:
                     raise
                 await asyncio.sleep(delay)
+                continue
+            if self.breaker is not None:
+                self.breaker.record_success()
+            return completion
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))

@@ -16,6 +16,11 @@ Each kept run becomes one `Annotation`: its task and environment, and its execut
 - runs that failed (or were cancelled), ended at `max_steps`, or had an action fail are
   left out unless `--include-failed`, `--include-max-steps`, `--include-failed-actions`.
 
+`--eval-predictions FILE` (`lumos eval run`'s ``*.predictions.jsonl``) rates the runs of an
+evaluation that have no feedback of their own: score 1 when the evaluation scored the
+answer correct, else 0 with the gold answer as the corrected one. So the runs of an
+evaluation on a train split become training data with `--min-score 1`.
+
 Runs expire `LUMOS_RUN_TTL_S` after they finish: exporting is what keeps them.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import sys
@@ -37,7 +43,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.runs import RunRecord, RunStatus
+from gateway.runs import RunFeedback, RunRecord, RunStatus
 from gateway.store import PREFIX, RunStore
 from lumos.agent import steps_from_events
 from lumos.trace import Formulation, RunEvent
@@ -83,6 +89,11 @@ class Selection:
     include_failed: bool = False
     include_max_steps: bool = False
     include_failed_actions: bool = False
+    # feedback for runs that have none (run id -> feedback), e.g. from an evaluation
+    judged: dict[str, RunFeedback] = field(default_factory=dict)
+
+    def feedback_of(self, record: RunRecord) -> RunFeedback | None:
+        return record.feedback or self.judged.get(record.id)
 
 
 @dataclass
@@ -143,7 +154,7 @@ def had_failed_actions(events: Sequence[RunEvent]) -> bool:
 
 def left_out_because(run: StoredRun, selection: Selection) -> str | None:
     """Why `run` is not exported, or None when it qualifies."""
-    record, feedback = run.record, run.record.feedback
+    record, feedback = run.record, selection.feedback_of(run.record)
     if not record.status.finished:
         return UNFINISHED
     if selection.since is not None and record.created_at < selection.since:
@@ -169,9 +180,10 @@ def left_out_because(run: StoredRun, selection: Selection) -> str | None:
     return None
 
 
-def annotation_of(run: StoredRun) -> Annotation:
-    """The run as an annotation: its task, environment and executed steps."""
-    record, feedback = run.record, run.record.feedback
+def annotation_of(run: StoredRun, feedback: RunFeedback | None = None) -> Annotation:
+    """The run as an annotation: its task, environment and executed steps; the answer is
+    `feedback`'s corrected one when it has one (default: the run's own feedback)."""
+    record, feedback = run.record, feedback or run.record.feedback
     answer = record.answer
     if feedback is not None and feedback.corrected_answer is not None:
         answer = feedback.corrected_answer
@@ -197,12 +209,45 @@ def select(
         if why is not None:
             report.left_out[why] += 1
             continue
-        kept.append(annotation_of(run))
+        feedback = selection.feedback_of(run.record)
+        kept.append(annotation_of(run, feedback))
         report.kept += 1
-        if run.record.feedback is not None and run.record.feedback.corrected_answer is not None:
+        if feedback is not None and feedback.corrected_answer is not None:
             report.corrected += 1
     kept.sort(key=lambda a: a.id)
     return kept, report
+
+
+def judged_by_evaluation(paths: Iterable[Path]) -> dict[str, RunFeedback]:
+    """Feedback from `lumos eval run` predictions files: run id -> score 1 (scored correct:
+    the evaluation confirmed the answer) or 0 with the gold answer as the corrected one."""
+    judged = {}
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise RunExportError(f"cannot read --eval-predictions {path}: {exc}") from None
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                run_id, correct, gold = record["run_id"], record["correct"], record["gold"]
+            except (ValueError, KeyError, TypeError):
+                raise RunExportError(
+                    f"{path}:{lineno} is not a predictions record of `lumos eval run` "
+                    "(JSON with run_id, correct and gold)"
+                ) from None
+            if not run_id:
+                continue  # the question never got a run
+            gold_text = gold if isinstance(gold, str) else json.dumps(gold, ensure_ascii=False)
+            judged[str(run_id)] = RunFeedback(
+                score=1.0 if correct else 0.0,
+                corrected_answer=None if correct else gold_text,
+                note=f"lumos eval: {record.get('benchmark', path.name)} {record.get('id', '')}",
+                given_at=path.stat().st_mtime,
+            )
+    return judged
 
 
 async def stored_runs(store: RunStore) -> AsyncIterator[StoredRun]:
@@ -237,6 +282,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="runs created since: 7d, 36h, 90m, or an ISO date/time")
     parser.add_argument(
         "--min-score", type=float, help="keep only runs whose feedback scored at least this"
+    )
+    parser.add_argument(
+        "--eval-predictions",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="rate runs without feedback by an evaluation's predictions file (repeatable)",
     )
     parser.add_argument(
         "--formulation",
@@ -274,6 +327,7 @@ def run_cli(args: argparse.Namespace) -> int:
             include_failed=args.include_failed,
             include_max_steps=args.include_max_steps,
             include_failed_actions=args.include_failed_actions,
+            judged=judged_by_evaluation(args.eval_predictions),
         )
         report = export_runs(args.redis_url, args.out, selection)
     except RunExportError as exc:

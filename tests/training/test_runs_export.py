@@ -4,6 +4,7 @@ with `lumos runs export`, and rendered back into the prompts the loop sent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,40 @@ async def test_since_leaves_out_older_runs(rated_runs, redis_url, tmp_path, caps
         redis_url, tmp_path / "e.jsonl", "--since", "1h", "--min-score", "1"
     )
     assert len(annotations) == 2
+
+
+async def test_an_evaluations_predictions_rate_the_runs_without_feedback(
+    rated_runs, redis_url, tmp_path, capsys
+):
+    predictions = tmp_path / "gsm8k.iterative.predictions.jsonl"
+    lines = [
+        {
+            "id": "q1",
+            "benchmark": "gsm8k",
+            "run_id": rated_runs["unrated"],
+            "correct": True,
+            "gold": "18",
+        },
+        # a run's own feedback wins over the evaluation's verdict
+        {
+            "id": "q2",
+            "benchmark": "gsm8k",
+            "run_id": rated_runs["good"],
+            "correct": False,
+            "gold": "7",
+        },
+        {"id": "q3", "benchmark": "gsm8k", "run_id": None, "correct": False, "gold": "1"},
+    ]
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = ["--min-score", "1", "--eval-predictions", str(predictions)]
+    code, annotations = await export(redis_url, tmp_path / "g.jsonl", *args)
+    assert code == 0
+    assert kept_cases(annotations, rated_runs) == {"good", "corrected to the same", "unrated"}
+
+    predictions.write_text('{"id": "q1", "prediction": "18"}\n')
+    code, _ = await export(redis_url, tmp_path / "h.jsonl", *args)
+    assert code == 2
+    assert f"{predictions}:1 is not a predictions record" in capsys.readouterr().err
 
 
 def test_since_reads_durations_and_iso_times_and_refuses_anything_else() -> None:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from services.executor.app import create_app as create_executor
-from services.executor.tools.web import CHROMIUM_ARGS, DEFAULT_BROWSER_PATH
+from services.executor.tools.web.sessions import CHROMIUM_ARGS, DEFAULT_BROWSER_PATH
 
 APPS: dict[str, Callable[[], FastAPI]] = {
     "gateway": lambda: create_gateway(GatewaySettings()),

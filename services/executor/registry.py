@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DOMAIN_TOOLS: dict[str, tuple[str, ...]] = {name: d.tool_names for name, d in DOMAINS.items()}
 
 # the other tool modules, in the order they are built
-EXTERNAL_MODULES = ("knowledge", "retrieve", "qa", "web", "webshop")
+EXTERNAL_MODULES = ("knowledge", "retrieve", "qa", "web.tools", "webshop")
 
 
 @dataclass
@@ -141,7 +141,13 @@ def _fallback_builders() -> dict[str, Callable[[Any, ExecutorSettings], list[Too
         env = m.WebShopEnvironment(s.webshop_url)
         return [cls(env) for cls in (m.Search, m.FeatureRetrieve, m.Pick, m.Click)]
 
-    return {"knowledge": knowledge, "retrieve": retrieve, "qa": qa, "web": web, "webshop": webshop}
+    return {
+        "knowledge": knowledge,
+        "retrieve": retrieve,
+        "qa": qa,
+        "web.tools": web,
+        "webshop": webshop,
+    }
 
 
 def _external_tools(module_name: str, settings: ExecutorSettings) -> Iterable[Tool]:
@@ -158,7 +164,7 @@ def _module_actions(module_name: str) -> dict[str, tuple[str, ...]]:
         "knowledge": {"complex_qa": ("KnowledgeQuery",)},
         "retrieve": {"complex_qa": ("ParagraphRetrieve",)},
         "qa": {"complex_qa": ("QA", "Calculator")},
-        "web": {"web_agent": ("CLICK", "TYPE", "SELECT")},
+        "web.tools": {"web_agent": ("CLICK", "TYPE", "SELECT")},
         "webshop": {"webshop": ("Search", "FeatureRetrieve", "Pick", "Click")},
     }
     return provides[module_name]

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .tools.web.allow_list import WebAllowList
+
 SHIPPED_CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus" / "wiki_mini.jsonl"
 
 
@@ -82,6 +84,4 @@ class ExecutorSettings(BaseSettings):
     def _valid_hosts(cls, value: list[str]) -> list[str]:
         if not value:
             return value
-        from .tools.web import WebAllowList  # its parser; imported only when there are entries
-
         return list(WebAllowList(value).entries)

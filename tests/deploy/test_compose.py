@@ -353,7 +353,7 @@ def test_compose_builds_each_service_from_its_target(base) -> None:
 
 
 def test_the_executor_image_has_the_browser_its_web_tools_drive() -> None:
-    from services.executor.tools.web import DEFAULT_BROWSER_PATH
+    from services.executor.tools.web.sessions import DEFAULT_BROWSER_PATH
 
     executor = _stage((REPO / DOCKERFILE).read_text(), "executor")
     assert DEFAULT_BROWSER_PATH == "/usr/bin/chromium"  # Debian's chromium package

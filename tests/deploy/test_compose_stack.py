@@ -209,7 +209,7 @@ import asyncio, json
 from lumos.actions import Action
 from services.executor.settings import ExecutorSettings
 from services.executor.tools.base import ToolContext, ToolError
-from services.executor.tools.web import build_tools
+from services.executor.tools.web.tools import build_tools
 
 async def main():
     click, type_, _ = build_tools(ExecutorSettings())

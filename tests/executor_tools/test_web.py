@@ -6,6 +6,8 @@ import asyncio
 import functools
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,20 +19,19 @@ from pydantic import ValidationError
 
 from lumos.actions import Action
 from services.executor.settings import ExecutorSettings
-from services.executor.tools import web as web_module
 from services.executor.tools.base import ToolContext, ToolError
-from services.executor.tools.web import (
-    DEFAULT_BROWSER_PATH,
-    BrowserSessions,
-    WebAllowList,
-    WebClick,
-    WebSelect,
-    WebType,
+from services.executor.tools.web import guard as guard_module
+from services.executor.tools.web.allow_list import WebAllowList
+from services.executor.tools.web.elements import (
     best_option,
-    build_tools,
     parse_html_elements,
     parse_web_arguments,
 )
+from services.executor.tools.web.guard import NetworkGuard
+from services.executor.tools.web.sessions import DEFAULT_BROWSER_PATH, BrowserSessions
+from services.executor.tools.web.tools import WebClick, WebSelect, WebType, build_tools
+
+REPO = Path(__file__).resolve().parents[2]
 
 SNAPSHOT = """<html><head><style>button { color: red }</style></head><body>
 <script>var fake = "<button>Book now</button>";</script>
@@ -437,6 +438,23 @@ def test_the_setting_defaults_to_empty_and_reads_a_comma_separated_list(
         ExecutorSettings()
 
 
+def test_the_settings_load_the_allow_list_and_nothing_else_of_the_web_tools() -> None:
+    code = (
+        "import sys; import services.executor.settings; "
+        "print(sorted(m for m in sys.modules if m.startswith('services.executor.tools')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    assert out.strip() == str(
+        [
+            "services.executor.tools",
+            "services.executor.tools.web",
+            "services.executor.tools.web.allow_list",
+        ]
+    )
+
+
 def test_the_tools_are_built_with_the_configured_allow_list(tmp_path: Path) -> None:
     fake_browser = tmp_path / "chromium"
     fake_browser.touch()
@@ -476,7 +494,7 @@ class _FakeRoute:
 
 
 async def test_the_route_handler_aborts_refused_requests_before_they_are_sent() -> None:
-    guard = web_module._NetworkGuard(WebAllowList(["example.com"]), timeout_s=1.0)
+    guard = NetworkGuard(WebAllowList(["example.com"]), timeout_s=1.0)
     allowed, away, image = (
         _FakeRoute("https://example.com/a"),
         _FakeRoute("https://evil.test/"),
@@ -693,7 +711,7 @@ async def test_a_name_a_wildcard_allows_is_refused_when_it_resolves_to_a_private
         assert host == "intranet.example"
         return ["127.0.0.1"]
 
-    monkeypatch.setattr(web_module, "resolve_host", resolve)
+    monkeypatch.setattr(guard_module, "resolve_host", resolve)
     sessions = BrowserSessions(allowed_hosts=["*", authority(site)])
     try:
         with pytest.raises(ToolError, match=r"host intranet\.example:\d+ resolves to 127\.0\.0\.1"):

@@ -1,7 +1,8 @@
 """Routes: which model server pool and served model plan or ground a run, by its domain
 (or dataset), formulation and module.
 
-A route table is read from one YAML or TOML file (`LUMOS_ROUTES_FILE`) or, without one,
+A route table is read from one YAML or TOML file (`LUMOS_ROUTES_FILE`, `${VAR:-default}`
+expanded from the environment) or, without one,
 built from the single-pool settings (`LUMOS_PLANNER_URLS`, `LUMOS_PLANNER_MODEL`, ...), so
 a deployment that sets no file behaves as before. Of the routes that match a run, the most
 specific wins: a dataset (`gsm8k`) before its domain (`maths`) before any domain (`*`), then
@@ -17,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import time
 import tomllib
@@ -223,8 +225,27 @@ class ResolvedRoute:
         )
 
 
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_environment(text: str, env: Mapping[str, str] | None = None) -> str:
+    """`${VAR}` and `${VAR:-default}` replaced from the environment, so one file serves
+    hosts whose addresses differ (`make run`'s port, a compose project's host names)."""
+    env = os.environ if env is None else env
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is None:
+            raise ValueError(f"${{{name}}} is not set; set it or write ${{{name}:-default}}")
+        return default
+
+    return ENV_REFERENCE.sub(value, text)
+
+
 def _parse(path: Path) -> Any:
-    text = path.read_text()
+    text = expand_environment(path.read_text())
     if path.suffix == ".toml":
         return tomllib.loads(text)
     if path.suffix in (".yaml", ".yml"):

@@ -22,17 +22,19 @@ from pathlib import Path
 
 # Run as a script from the repository root: make the project's packages importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lumos.domains import DOMAINS, UnknownDomainError, resolve_domain  # noqa: E402
+from gateway.route_table import RouteFileError, RouteTable  # noqa: E402
+from lumos.domains import DOMAINS  # noqa: E402
 from services.modelserver.adapters import (  # noqa: E402
     BASE_SERVED_NAME,
     AdapterError,
     adapter_folders,
-    gateway_env,
     server_env,
 )
 from services.processes import ManagedProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# Maths on the Lumos-mini adapters, every other domain on the base model (README: routes).
+MINI_ROUTES = ROOT / "routes" / "lumos-mini.yaml"
 RUN_DIR = ROOT / ".run"
 LOG_DIR = RUN_DIR / "logs"
 
@@ -97,33 +99,42 @@ MINI_TRAINED_DOMAINS = "maths"
 
 
 def domain_env() -> dict[str, str]:
-    """The gateway's LUMOS_TRAINED_DOMAINS / LUMOS_UNTRAINED_MODEL for served adapters
-    (either may be overridden from the environment; LUMOS_TRAINED_DOMAINS= means all)."""
+    """The same choice as routes/lumos-mini.yaml in settings form (LUMOS_TRAINED_DOMAINS /
+    LUMOS_UNTRAINED_MODEL), as docker-compose.cpu.yml's gateway takes it."""
     return {
         "LUMOS_TRAINED_DOMAINS": os.environ.get("LUMOS_TRAINED_DOMAINS", MINI_TRAINED_DOMAINS),
         "LUMOS_UNTRAINED_MODEL": os.environ.get("LUMOS_UNTRAINED_MODEL", BASE_SERVED_NAME),
     }
 
 
-def trained_domains(value: str) -> list[str]:
-    """LUMOS_TRAINED_DOMAINS as the gateway reads it (UnknownDomainError names the valid ones)."""
-    return sorted({resolve_domain(d.strip()).name for d in value.split(",") if d.strip()})
+def routes_table(routes_file: str, model_url: str) -> RouteTable:
+    """The gateway's route table, read as the gateway will read it (LUMOS_MODEL_URL set)."""
+    previous = os.environ.get("LUMOS_MODEL_URL")
+    os.environ["LUMOS_MODEL_URL"] = model_url
+    try:
+        return RouteTable.from_file(routes_file)
+    finally:
+        if previous is None:
+            del os.environ["LUMOS_MODEL_URL"]
+        else:
+            os.environ["LUMOS_MODEL_URL"] = previous
 
 
-def domains_line(module_env: dict[str, str]) -> str:
+def domains_line(table: RouteTable | None) -> str:
     """The ready banner's line on which domains have trained modules."""
-    if "LUMOS_PLANNER_MODEL" not in module_env:
+    if table is None:
         return "no trained modules: the base model plans and grounds every domain"
-    trained = trained_domains(module_env["LUMOS_TRAINED_DOMAINS"])
-    untrained_model = module_env["LUMOS_UNTRAINED_MODEL"]
-    if not trained:
-        return "trained modules: every domain"
-    others = [d for d in sorted(DOMAINS) if d not in trained]
-    line = f"trained modules: {', '.join(trained)}"
-    if others and untrained_model:
-        line += f"; {', '.join(others)} run on {untrained_model} with their domain's prompts"
-    elif others:
-        line += f"; {', '.join(others)} run on the same modules (not trained for them)"
+    report = table.domain_report()
+    trained, others = report["trained"], report["untrained"]
+    unrouted = [d for d in sorted(DOMAINS) if d not in trained and d not in others]
+    line = f"trained modules: {', '.join(trained) or 'none'}"
+    if len(trained) == len(DOMAINS):
+        line = "trained modules: every domain"
+    if others:
+        on = report["untrained_model"] or "modules not trained for them"
+        line += f"; {', '.join(others)} run on {on} with their domain's prompts"
+    if unrouted:
+        line += f"; no route for {', '.join(unrouted)}"
     return line
 
 
@@ -174,20 +185,23 @@ def main(argv: list[str] | None = None) -> int:
             "redis-server is not installed: `apt-get install redis-server` (make run does it as root)"
         )
         return 2
+    model_url = f"http://127.0.0.1:{args.model_port}"
     model_env: dict[str, str] = {}
     module_env: dict[str, str] = {}
+    table: RouteTable | None = None
     if args.adapters.lower() != "none":
         try:
             model_env = server_env(adapter_folders(Path(args.adapters)))
         except AdapterError as exc:
             print(f"{exc}\n(set LUMOS_ADAPTERS to another folder, or to none)")
             return 2
-        module_env = {**gateway_env(), **domain_env()}
+        routes_file = os.environ.get("LUMOS_ROUTES_FILE") or str(MINI_ROUTES)
         try:
-            trained_domains(module_env["LUMOS_TRAINED_DOMAINS"])
-        except UnknownDomainError as exc:
-            print(f"LUMOS_TRAINED_DOMAINS: {exc}")
+            table = routes_table(routes_file, model_url)
+        except RouteFileError as exc:
+            print(f"LUMOS_ROUTES_FILE: {exc}")
             return 2
+        module_env = {"LUMOS_ROUTES_FILE": routes_file, "LUMOS_MODEL_URL": model_url}
     vllm_python = ROOT / ".venv-vllm" / "bin" / "python"
     if not vllm_python.exists():
         print("the vLLM CPU build is missing (.venv-vllm): run `make vllm`")
@@ -195,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
     (RUN_DIR / "redis").mkdir(parents=True, exist_ok=True)
     redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
-    model_url = f"http://127.0.0.1:{args.model_port}"
     executor_url = f"http://127.0.0.1:{args.executor_port}"
     gateway_url = f"http://127.0.0.1:{args.gateway_port}"
     py = sys.executable
@@ -241,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                 # The action grammar over a 262K-token vocabulary takes ~10 s to compile on
                 # 2 cores, past vLLM's 5 s default; the first grounding would fail with a 500.
                 "VLLM_REGEX_COMPILATION_TIMEOUT_S": "120",
+                # `lumos adapters load` adds adapters to the running server.
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
                 **model_env,
             },
         ),  # fmt: skip
@@ -306,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(
             f"\nLumos agent ready in {ready_s:.0f}s at {gateway_url}\n"
-            f"{domains_line(module_env)} (GET {gateway_url}/readyz lists them)\n\n"
+            f"{domains_line(table)} (GET {gateway_url}/agent/routes shows the routes)\n\n"
             f"  curl -s {gateway_url}/agent/run -H 'Content-Type: application/json' \\\n"
             f"       -d '{example}'\n\n"
             f'  .venv/bin/lumos run "What is 12 * 7 + 5?" --domain maths --url {gateway_url}\n\n'

@@ -241,8 +241,9 @@ async def test_readyz_of_default_settings_lists_every_domain_as_trained(redis_ur
     assert body.domains.untrained_model is None
 
 
-def test_make_runs_gateway_sends_only_maths_to_the_lumos_mini_adapters(monkeypatch):
-    """scripts/run_local.py's gateway environment for the Lumos-mini adapters."""
+def test_the_settings_form_of_lumos_mini_sends_only_maths_to_its_adapters(monkeypatch):
+    """scripts/run_local.py's domain_env(), as docker-compose.cpu.yml's gateway takes it
+    (make run itself uses routes/lumos-mini.yaml: tests/gateway/test_route_examples.py)."""
     spec = importlib.util.spec_from_file_location("run_local", REPO / "scripts" / "run_local.py")
     assert spec is not None and spec.loader is not None
     run_local = importlib.util.module_from_spec(spec)
@@ -260,8 +261,3 @@ def test_make_runs_gateway_sends_only_maths_to_the_lumos_mini_adapters(monkeypat
     folders = adapter_folders(REPO / "models" / "lumos-mini")
     served = server_env(folders)["LUMOS_MODELSERVER_SERVED_MODEL_NAMES"]
     assert json.loads(served) == [BASE_SERVED_NAME]
-    assert run_local.domains_line(env) == (
-        "trained modules: maths; complex_qa, web_agent, webshop run on lumos-base with their "
-        "domain's prompts"
-    )
-    assert run_local.domains_line({}).startswith("no trained modules")

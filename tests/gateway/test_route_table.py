@@ -258,3 +258,20 @@ def test_an_adapter_folder_without_a_config_is_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"r": 8}')
     with pytest.raises(AdapterError, match="base_model_name_or_path"):
         AdapterConfig.read(str(tmp_path))
+
+
+def test_environment_references_are_expanded_and_an_unset_one_is_named(tmp_path, monkeypatch):
+    text = YAML.replace('"http://base:8000"', '"${BASE_URL:-http://base:8000}"').replace(
+        '"http://maths-0:8000"', '"http://${MATHS_HOST}:8000"'
+    )
+    path = write(tmp_path, text)
+    monkeypatch.delenv("BASE_URL", raising=False)
+    monkeypatch.delenv("MATHS_HOST", raising=False)
+    with pytest.raises(RouteFileError, match=r"\$\{MATHS_HOST\} is not set"):
+        RouteTable.from_file(path)
+    monkeypatch.setenv("MATHS_HOST", "10.1.2.3")
+    table = RouteTable.from_file(path)
+    assert table.pools["maths"].urls[0] == "http://10.1.2.3:8000"
+    assert table.pools["base"].urls == ["http://base:8000"]
+    monkeypatch.setenv("BASE_URL", "http://elsewhere:9000")
+    assert RouteTable.from_file(path).pools["base"].urls == ["http://elsewhere:9000"]

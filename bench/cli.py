@@ -4,6 +4,7 @@
     lumos bench prefix-cache    # vLLM prefix-cache hit share per step (tiny model)
     lumos bench concurrency     # runs/s and tokens/s at 1..16 concurrent runs (tiny model)
     lumos bench original        # the original HF-generate evaluation vs our stack
+    lumos bench soak            # steady load through `make run`'s stack, minute by minute
 
 Each starts the servers it needs and stops them; results go to --out-dir (JSON + PNG).
 """
@@ -64,6 +65,20 @@ def _original(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from bench import soak
+
+    report = soak.run(
+        args.out_dir,
+        minutes=args.minutes,
+        concurrency=args.concurrency,
+        model=args.model,
+        adapters=args.adapters,
+        sample_s=args.sample_s,
+    )
+    return 0 if report.totals["runs"] > 0 else 1
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", required=True)
 
@@ -85,6 +100,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=_levels, default=[1, 2, 4, 8, 16])
     p.add_argument("--max-steps", type=int, default=2)
     p.add_argument("--waves", type=int, default=2, help="runs per level = waves x level")
+
+    p = add("soak", "steady load through make run's stack: failures, latency, memory", _soak)
+    p.add_argument("--minutes", type=float, default=10.0, help="how long the load lasts")
+    p.add_argument("--concurrency", type=int, default=2, help="clients, each one run at a time")
+    p.add_argument("--model", type=Path, default=Path(".cache/models/gemma-3-270m"))
+    p.add_argument("--adapters", default="models/lumos-mini", help="LoRA adapters, or none")
+    p.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period")
 
     p = add("original", "HF generate with model reloads vs our stack (tiny model)", _original)
     p.add_argument("--questions", type=int, default=8, help="first N of gsm8k dev")

@@ -62,6 +62,7 @@ async def test_a_burst_beyond_the_queue_cap_is_refused_with_429_and_retry_after(
         metrics = (await client.get("/metrics")).text
     accepted = [first] + [a for a in answers if a.status_code == 202]
     refused = [a for a in answers if a.status_code == 429]
+    print(f"\nburst: {BURST + 1} runs at a cap of {CAP}: {len(accepted)} accepted, {len(refused)} 429")
     assert len(accepted) == CAP and len(refused) == BURST - CAP + 1, [
         a.status_code for a in answers
     ]
@@ -131,6 +132,11 @@ async def test_runs_on_a_model_server_that_stays_down_fail_fast_without_hammerin
             bodies = [await _until_finished(client, run_id) for run_id in ids]
             took = time.monotonic() - started
             metrics = (await client.get("/metrics")).text
+    print(
+        f"\ndead model server: {runs} runs failed in {took:.1f} s; {dead.accepted} requests "
+        f"reached it (at most {runs * (1 + retries)} without the breaker), "
+        f"{_metric(metrics, 'lumos_model_server_calls_refused_total', server=dead.url):g} held back"
+    )
     for body in bodies:
         assert body["status"] == "failed"
         assert body["error"]["reason"] == "planner_failed"

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from bench.cli import add_parser as add_bench_parser
 from eval.cli import add_parser as add_eval_parser
+from lumos_cli.adapters import add_parser as add_adapters_parser
 from training.runs_export import add_parser as add_runs_parser
 
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_bench_parser(sub)
+    add_adapters_parser(sub)
     add_runs_parser(sub)
     return parser
 

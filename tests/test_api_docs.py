@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -21,6 +17,7 @@ from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from services.executor.app import create_app as create_executor
 from services.executor.tools.web.sessions import CHROMIUM_ARGS, DEFAULT_BROWSER_PATH
+from tests.gateway.helpers import serve
 
 APPS: dict[str, Callable[[], FastAPI]] = {
     "gateway": lambda: create_gateway(GatewaySettings()),
@@ -45,36 +42,6 @@ def test_docs_pages_load_every_asset_from_the_service(service: str, page: str) -
     assert assets and not [a for a in assets if "://" in a or a.startswith("//")], assets
     for asset in assets:
         assert client.get(asset).status_code == 200, asset
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[FastAPI], str]]:
-    """Serves an app on a free local port (no lifespan: /docs needs no Redis, no tools)."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: FastAPI) -> str:
-        port = _free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.05)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def _operations_shown_offline(base_url: str, path: str) -> tuple[list[str], list[str]]:
@@ -114,25 +81,24 @@ async def _operations_shown_offline(base_url: str, path: str) -> tuple[list[str]
     return operations, blocked
 
 
-def _has(operations: list[str], method: str, path: str) -> bool:
-    return any(op.startswith(f"{method} {path}") for op in operations)
+# Operations each service's /docs must show (method, path).
+SHOWN = {
+    "gateway": [("POST", "/agent/run"), ("GET", "/agent/runs/{run_id}")],
+    "executor": [("POST", "/v1/execute"), ("GET", "/v1/tools")],
+}
 
 
 @pytest.mark.browser
 @needs_browser
-async def test_gateway_docs_show_its_operations_with_no_network(serve):
-    url = serve(APPS["gateway"]())
-    operations, blocked = await _operations_shown_offline(url, "/docs")
+@pytest.mark.parametrize("service", sorted(APPS))
+async def test_docs_show_the_operations_with_no_network(service):
+    # no lifespan: /docs needs no Redis and no tools
+    async with serve(APPS[service](), lifespan="off") as url:
+        operations, blocked = await _operations_shown_offline(url, "/docs")
     assert not blocked, f"/docs asked for resources outside the service: {blocked}"
-    assert _has(operations, "POST", "/agent/run"), operations
-    assert _has(operations, "GET", "/agent/runs/{run_id}"), operations
-
-
-@pytest.mark.browser
-@needs_browser
-async def test_executor_docs_show_its_operations_with_no_network(serve):
-    url = serve(APPS["executor"]())
-    operations, blocked = await _operations_shown_offline(url, "/docs")
-    assert not blocked, f"/docs asked for resources outside the service: {blocked}"
-    assert _has(operations, "POST", "/v1/execute"), operations
-    assert _has(operations, "GET", "/v1/tools"), operations
+    for method, path in SHOWN[service]:
+        assert any(op.startswith(f"{method} {path}") for op in operations), (
+            method,
+            path,
+            operations,
+        )

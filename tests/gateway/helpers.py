@@ -63,11 +63,12 @@ def settings_for(redis_url: str, **overrides: Any) -> GatewaySettings:
 
 
 @asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Run `app` with uvicorn in this event loop (lifespan included); yield its base URL."""
+async def serve(app: Any, *, lifespan: str = "on") -> AsyncIterator[str]:
+    """Run `app` with uvicorn in this event loop (lifespan included unless "off"); yield its
+    base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

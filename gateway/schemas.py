@@ -109,6 +109,11 @@ class RunView(BaseModel):
     started_at: str | None
     finished_at: str | None
     timings: dict[str, Any] = Field(description="seconds, calls and tokens per module")
+    routes: dict[str, Any] | None = Field(
+        default=None,
+        description="planner and grounder: the route each takes (route, pool, urls, model, "
+        "sampling), fixed when the run was submitted; null where the modules are not routed",
+    )
     url: str
     events_url: str
     feedback: RunFeedback | None = Field(
@@ -161,6 +166,7 @@ def run_view(record: RunRecord, events: list[StoredEvent], timings: dict[str, An
         started_at=iso(record.started_at),
         finished_at=iso(record.finished_at),
         timings=timings,
+        routes=record.routes,
         url=urls["url"],
         events_url=urls["events_url"],
         feedback=record.feedback,

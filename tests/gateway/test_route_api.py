@@ -201,6 +201,8 @@ async def test_runs_follow_the_file_and_a_run_without_a_route_is_refused(
     routes = json.loads(record)
     assert routes["planner"]["route"] == "maths/*/planner"
     assert (routes["planner"]["model"], routes["grounder"]["model"]) == ("plan-v1", "tiny")
+    assert routes["planner"]["sampling"] == {"max_tokens": 64, "top_p": 0.5}
+    assert run.json()["routes"] == routes  # the run view shows them
 
 
 async def test_a_changed_file_moves_new_runs_but_not_the_runs_in_flight(

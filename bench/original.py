@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from bench.output import write_json
 from bench.processes import TINY_MODEL_DIR, Stack, say
 from eval.data_dir import eval_data_dir
 from lumos.domains import resolve_domain
+from lumos.jsonl import json_object, read_jsonl
 from lumos.prompts import ground_prompt, plan_prompt
 from lumos.trace import Step
 
@@ -38,8 +39,7 @@ def load_questions(n: int, data_dir: Path | None = None) -> list[str]:
     path = (data_dir or eval_data_dir()) / "gsm8k" / "dev.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no GSM8K dev set at {path}; expected <data-dir>/gsm8k/dev.jsonl")
-    lines = path.read_text().splitlines()
-    return [json.loads(line)["question"] for line in lines[:n]]
+    return [row["question"] for _, row in islice(read_jsonl(path, json_object), n)]
 
 
 def _newline_ids(tokenizer: Any) -> list[int]:

@@ -46,6 +46,7 @@ from eval.data_dir import eval_data_dir
 from eval.metrics import gsm8k_gold, strategyqa_gold, svamp_gold
 from eval.split import is_test
 from lumos.domains import DOMAINS, domain_for_dataset
+from lumos.jsonl import JsonlError, json_object, read_jsonl
 
 SPLITS = ("all", "train", "test")
 
@@ -71,19 +72,10 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DatasetError(
             f"no data file at {path}; pass --data-dir (or the benchmark's --*-data flag)"
         )
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{lineno}: not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise DatasetError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
-            yield lineno, row
+    try:
+        yield from read_jsonl(path, json_object)
+    except JsonlError as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 def _field(row: dict[str, Any], key: str, path: Path, lineno: int) -> Any:

@@ -33,6 +33,7 @@ from eval.datasets import Benchmark, Question
 from eval.judge import JudgeError, LLMJudge, is_correct_verdict
 from eval.metrics import strip_answer_prefix
 from eval.scoring import NumericTolerance, score
+from lumos.jsonl import json_object, read_jsonl
 
 StepBudget = int | Literal["original", "gateway"]
 
@@ -42,16 +43,9 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return records
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "id" in record:
-                records[str(record["id"])] = record
+    for _, record in read_jsonl(path, json_object, bad_lines="skip"):
+        if "id" in record:
+            records[str(record["id"])] = record
     return records
 
 

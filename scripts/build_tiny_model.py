@@ -12,7 +12,6 @@ Run with the vLLM environment's Python (it has torch and transformers):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Run as a script from the repository root: make the project's packages importable.
 sys.path.insert(0, str(REPO_ROOT))
 from eval.data_dir import eval_data_dir  # noqa: E402
+from lumos.jsonl import json_object, read_jsonl  # noqa: E402
 
 SEED = 0
 
@@ -63,10 +63,7 @@ def questions(data_dir: Path) -> list[str]:
     """Question text from every `*/dev.jsonl` under `data_dir`, in a fixed order."""
     texts: list[str] = []
     for path in sorted(data_dir.glob("*/dev.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for _, row in read_jsonl(path, json_object):
             text = row.get("question") or " ".join(
                 str(row[k]) for k in ("Body", "Question") if row.get(k)
             )

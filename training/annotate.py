@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from eval.data_dir import eval_data_dir
 from eval.datasets import svamp_task
 from eval.split import is_test
+from lumos.jsonl import json_object, read_jsonl
 from training.annotation import Draft, write_jsonl
 from training.rules import DRAFTERS, ConversionError
 from training.validate import Report, check_all
@@ -38,9 +38,7 @@ def task_of(dataset: str, row: dict[str, Any]) -> str:
 
 def read_rows(dataset: str, data_dir: Path, split: str) -> list[dict[str, Any]]:
     path = data_dir / dataset / "dev.jsonl"
-    rows = [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    rows = [row for _, row in read_jsonl(path, json_object)]
     if split == "all":
         return rows
     want_test = split == "test"

@@ -12,13 +12,13 @@ Files of annotations are JSON lines, one `Annotation.model_dump_json()` a line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from lumos.domains.base import CONTINUE_PHRASE
+from lumos.jsonl import read_jsonl
 from lumos.trace import Step
 
 
@@ -69,11 +69,5 @@ def write_jsonl(path: Path, records: Iterable[BaseModel]) -> int:
 
 
 def read_annotations(path: Path) -> Iterator[Annotation]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Annotation.model_validate(json.loads(line))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: not an annotation ({exc})") from exc
+    for _, annotation in read_jsonl(path, Annotation.model_validate, expected="an annotation"):
+        yield annotation

@@ -8,7 +8,6 @@ SVAMP) whose question is in the test split are dropped (`eval.split`).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.split import is_test
+from lumos.jsonl import read_jsonl
 from lumos.trace import Formulation
 from training.annotation import Annotation
 from training.encode import Encoded, encode
@@ -54,22 +54,17 @@ def read_training_file(
     path: Path, module: Module, formulation: Formulation
 ) -> Iterator[Annotation | ValueError]:
     """Each line's annotation, or the error that says why the line is not one."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if "messages" in row:
-                    yield to_annotation(ReleasedRecord.model_validate(row), module, formulation)
-                elif "steps" in row:
-                    yield Annotation.model_validate(row)
-                else:
-                    raise ValueError(
-                        "neither a released record ('messages') nor an annotation ('steps')"
-                    )
-            except ValueError as exc:  # JSON, pydantic and ReleasedFormatError alike
-                yield ValueError(f"{path}:{lineno}: {exc}")
+
+    def annotation(row: Any) -> Annotation:
+        if "messages" in row:
+            return to_annotation(ReleasedRecord.model_validate(row), module, formulation)
+        if "steps" in row:
+            return Annotation.model_validate(row)
+        raise ValueError("neither a released record ('messages') nor an annotation ('steps')")
+
+    # JSON, pydantic and ReleasedFormatError alike: the line's error takes its place
+    for _, item in read_jsonl(path, annotation, bad_lines="yield"):
+        yield item
 
 
 def load_examples(

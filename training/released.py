@@ -27,7 +27,6 @@ only for the planner's feedback and complex QA's grounder follow-ups.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from pydantic import BaseModel
 
 from lumos.actions import Action, ActionParseError, parse_actions
 from lumos.domains.base import STOP_PHRASE
+from lumos.jsonl import JsonlError, read_jsonl
 from lumos.trace import ExecutedAction, Formulation, Step
 from training.annotation import Annotation, bare_subgoal, planner_output
 from training.render import Module
@@ -59,17 +59,14 @@ class ReleasedFormatError(ValueError):
 
 
 def read_released(path: Path) -> Iterator[ReleasedRecord]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield ReleasedRecord.model_validate(json.loads(line))
-            except ValueError as exc:
-                raise ReleasedFormatError(
-                    f"{path}:{lineno}: not a released Lumos record "
-                    f"({{'dataset', 'id', 'messages': [{{'role', 'content'}}]}}): {exc}"
-                ) from exc
+    try:
+        for _, record in read_jsonl(path, ReleasedRecord.model_validate):
+            yield record
+    except JsonlError as exc:
+        raise ReleasedFormatError(
+            f"{exc.path}:{exc.line}: not a released Lumos record "
+            f"({{'dataset', 'id', 'messages': [{{'role', 'content'}}]}}): {exc.reason}"
+        ) from exc
 
 
 _PLAN_TASK_RE = re.compile(r"Task: (.*); Initial Environment Description: (.*?)\.?$", re.DOTALL)

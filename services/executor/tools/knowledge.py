@@ -9,7 +9,6 @@ the default) and the MediaWiki HTTP API.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import threading
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import httpx
 
 from lumos.actions import Action, substitute_variables
 from lumos.http import LazyAsyncClient
+from lumos.jsonl import JsonlError, read_jsonl
 
 from .base import Tool, ToolContext, ToolError
 from .retrieve import TITLE_TEXT_SEP
@@ -72,6 +72,14 @@ class Article:
     text: str
 
 
+def _article(record: Any) -> Article:
+    """A corpus line's article; a line without a title and a text is refused."""
+    try:
+        return Article(str(record["title"]), str(record["text"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
 class OfflineCorpus:
     """A JSONL corpus of ``{"title", "text"}`` articles, searched with BM25.
 
@@ -94,24 +102,17 @@ class OfflineCorpus:
             if self._retriever is not None:
                 return
             try:
-                lines = self.corpus_path.read_text(encoding="utf-8").splitlines()
+                articles = [a for _, a in read_jsonl(self.corpus_path, _article)]
             except OSError as exc:
                 raise ToolError(
                     f"knowledge corpus {self.corpus_path} cannot be read ({exc}); "
                     "set the corpus path to a JSONL file of {title, text} articles"
                 ) from exc
-            articles: list[Article] = []
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    articles.append(Article(str(record["title"]), str(record["text"])))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ToolError(
-                        f"knowledge corpus {self.corpus_path} line {number} is not a "
-                        f'{{"title", "text"}} JSON object: {exc}'
-                    ) from exc
+            except JsonlError as exc:
+                raise ToolError(
+                    f"knowledge corpus {self.corpus_path} line {exc.line} is not a "
+                    f'{{"title", "text"}} JSON object: {exc.reason}'
+                ) from exc
             if not articles:
                 raise ToolError(f"knowledge corpus {self.corpus_path} holds no articles")
             # The title counts twice: a query naming an entity should find its own article

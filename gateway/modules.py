@@ -303,7 +303,7 @@ class RemoteModules:
             route = table.pin(spec)
             check = self._route_check(route, served)
             for module in MODULES if spec.module == ANY else (spec.module,):
-                by_module[module].append((spec.key, check))
+                by_module[module].append((f"{spec.key} -> {spec.model}", check))
         executor, _ = await self._probe(self.settings.executor_url, "/readyz")
         out = {m: self._summary(m, checks) for m, checks in by_module.items()}
         out["executor"] = executor
@@ -347,7 +347,7 @@ class RemoteModules:
                 + f"; {fix}",
                 latency,
             )
-        routes = ", ".join(f"{key} -> {c.detail.rsplit(' ', 1)[-1]}" for key, c in checks)
+        routes = ", ".join(key for key, _ in checks)
         return ComponentCheck("ok", f"{len(checks)} route(s) up: {routes}", latency)
 
     async def _probe(self, url: str, path: str) -> tuple[ComponentCheck, tuple[str, ...]]:

@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.adapters import AdapterError, AdapterLoader
 from gateway.auth import authenticate, key_digest, presented_key
 from gateway.errors import APIError
-from gateway.route_table import LiveRoutes, NoRouteError, RouteSpec, Sampling
+from gateway.route_table import (
+    FORMULATIONS,
+    MODULES,
+    LiveRoutes,
+    NoRouteError,
+    RouteSpec,
+    Sampling,
+)
+from lumos.domains import DOMAINS
 
 log = logging.getLogger("gateway.adapters")
 router = APIRouter(prefix="/agent", tags=["routes"])
@@ -83,9 +91,9 @@ async def get_routes(request: Request, principal: Principal) -> RouteTableView:
     live = _routes(request)
     table = live.table
     resolved: dict[str, dict[str, str]] = {}
-    for domain in sorted({"complex_qa", "maths", "web_agent", "webshop"}):
-        for formulation in ("iterative", "onetime"):
-            for module in ("planner", "grounder"):
+    for domain in sorted(DOMAINS):
+        for formulation in FORMULATIONS:
+            for module in MODULES:
                 try:
                     route = table.resolve(domain, formulation, module)
                 except NoRouteError:

@@ -2,9 +2,9 @@
 (or dataset), formulation and module.
 
 A route table is read from one YAML or TOML file (`LUMOS_ROUTES_FILE`, `${VAR:-default}`
-expanded from the environment) or, without one,
-built from the single-pool settings (`LUMOS_PLANNER_URLS`, `LUMOS_PLANNER_MODEL`, ...), so
-a deployment that sets no file behaves as before. Of the routes that match a run, the most
+expanded from the environment) or, without one, built from the single-pool settings
+(`LUMOS_PLANNER_URLS`, `LUMOS_PLANNER_MODEL`, ...), so a deployment that sets no file
+behaves as before. Of the routes that match a run, the most
 specific wins: a dataset (`gsm8k`) before its domain (`maths`) before any domain (`*`), then
 a formulation before `*`, then a module before `*`.
 

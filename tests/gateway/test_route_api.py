@@ -354,3 +354,31 @@ async def test_a_load_one_replica_refuses_is_undone_on_the_others(tmp_path, redi
     assert not any(r["runtime"] for r in table["routes"])
     assert wrong.status_code == 422 and "the pools are a, b" in wrong.json()["detail"]
     assert bad_key.status_code == 422 and "domain/formulation/module" in bad_key.text
+
+
+async def test_readyz_names_each_route_whose_pool_does_not_serve_its_model(
+    tmp_path, redis_url, servers
+):
+    del servers["a1"].adapters["plan-v1"]  # one replica of pool a lacks the planner
+    async with (
+        serve(servers["a0"].app) as a0,
+        serve(servers["a1"].app) as a1,
+        serve(servers["b"].app) as b,
+        serve(executor_app()) as executor,
+    ):
+        path = route_file(tmp_path / "routes.yaml", [a0, a1], b)
+        settings = settings_for(
+            redis_url, routes_file=str(path), executor_url=executor, worker_concurrency=0
+        )
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+            ready = await c.get("/readyz")
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["planner"]["status"] == "down"
+    detail = checks["planner"]["detail"]
+    assert detail.startswith("1/2 routes down: route maths/*/planner -> plan-v1: ")
+    assert f"{a1} does not serve model 'plan-v1'" in detail and a0 not in detail
+    assert "route file" in detail  # what to fix
+    assert checks["grounder"]["status"] == "ok"
+    assert "maths/*/grounder -> tiny" in checks["grounder"]["detail"]
+    assert "webshop/*/* -> base-b" in checks["grounder"]["detail"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.adapters import AdapterConfig, AdapterError, AdapterLoader, ServedModels
+from gateway.modules import RemoteModules, replica_index
 from gateway.route_table import (
     LiveRoutes,
     NoRouteError,
@@ -275,3 +277,29 @@ def test_environment_references_are_expanded_and_an_unset_one_is_named(tmp_path,
     assert table.pools["base"].urls == ["http://base:8000"]
     monkeypatch.setenv("BASE_URL", "http://elsewhere:9000")
     assert RouteTable.from_file(path).pools["base"].urls == ["http://elsewhere:9000"]
+
+
+async def test_a_run_keeps_its_recorded_routes_whatever_the_table_says_now(tmp_path):
+    path = write(tmp_path, YAML)
+    live = LiveRoutes(GatewaySettings(routes_file=str(path)))
+    async with httpx.AsyncClient() as http:
+        modules = RemoteModules(GatewaySettings(routes_file=str(path)), http, live)
+        recorded = modules.route_run("maths", "onetime")
+        path.write_text(YAML.replace("model: plan-maths-o}", "model: plan-maths-o2}"))
+        assert live.reload_file()
+        resumed = modules.for_run("run-1", 2, "onetime", "maths", recorded)
+        fresh = modules.for_run("run-2", 0, "onetime", "maths")
+    assert resumed.models == {"planner": "plan-maths-o", "grounder": "ground-maths"}
+    assert fresh.models == {"planner": "plan-maths-o2", "grounder": "ground-maths"}
+    # affinity within the pool: the replica is a function of the run id
+    replica = recorded["planner"]["urls"][replica_index("run-1", 2)]
+    assert resumed.planner.client.base_url == replica  # type: ignore[attr-defined]
+
+
+async def test_a_stored_run_whose_route_is_gone_fails_saying_which_route(tmp_path):
+    path = write(tmp_path, YAML.split('  - {module: "*"')[0])  # no catch-all
+    async with httpx.AsyncClient() as http:
+        modules = RemoteModules(GatewaySettings(routes_file=str(path)), http)
+        run = modules.for_run("old-run", 0, "iterative", "complex_qa")  # no recorded routes
+        with pytest.raises(NoRouteError, match="no route for complex_qa/iterative/planner"):
+            await run.planner.generate("Task: ...")

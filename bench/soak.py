@@ -51,6 +51,7 @@ class RunOutcome:
     latency_s: float
     status: str  # succeeded, failed, cancelled, or http_<code> / client_error
     reason: str | None = None
+    message: str | None = None  # what the run's error (or the HTTP answer) said
 
 
 @dataclass
@@ -193,13 +194,16 @@ def _client(url: str, stop: threading.Event, outcomes: list[RunOutcome], t0: flo
                 if response.status_code == 200:
                     run = response.json()
                     status = run["status"]
-                    reason = (run.get("error") or {}).get("reason")
+                    error = run.get("error") or {}
+                    reason, message = error.get("reason"), error.get("message")
                 else:
-                    status, reason = f"http_{response.status_code}", response.json().get("code")
+                    answer = response.json()
+                    status = f"http_{response.status_code}"
+                    reason, message = answer.get("code"), answer.get("detail")
             except (httpx.HTTPError, ValueError) as exc:
-                status, reason = "client_error", type(exc).__name__
+                status, reason, message = "client_error", type(exc).__name__, str(exc)
             now = time.monotonic()
-            outcomes.append(RunOutcome(now - t0, now - started, status, reason))
+            outcomes.append(RunOutcome(now - t0, now - started, status, reason, message))
 
 
 def _sampler(
@@ -256,6 +260,11 @@ def summarize(
             if name in final.rss_mib and start > 0:
                 growth[name] = round(100 * (final.rss_mib[name] - start) / start, 1)
     totals["rss_growth_after_warmup_pct"] = growth
+    examples: dict[str, str] = {}
+    for o in outcomes:
+        if o.status != "succeeded" and o.message:
+            examples.setdefault(o.reason or o.status, o.message[:500])
+    totals["failure_examples"] = examples
     totals["rss_mib_last"] = samples[-1].rss_mib if samples else {}
     totals["redis_used_mib_last"] = samples[-1].redis_used_mib if samples else None
     report.totals = totals

@@ -79,9 +79,10 @@ def _stored(redis_url: str, run_id: str) -> tuple[dict[str, str], list[dict[str,
 
 # The tiny model writes noise. Under the action grammar its grounding can run past the
 # 512-token budget and end mid-action (how often depends on the CPU's arithmetic: on one
-# machine it never did, on another every time); the run then fails with the model-output
-# reason grounding_parse_error, which the stack must record like any other end. Transport
-# or stack failures (executor_failed, planner_failed, ...) still fail these tests.
+# machine it never did, on another every time); the complete actions before the cut run and
+# the run goes on, but a first action cut before it is complete leaves nothing to run: the
+# run fails with the model-output reason grounding_parse_error, which the stack must record
+# like any other end. Stack failures (executor_failed, planner_failed, ...) fail these tests.
 MODEL_NOISE = "grounding_parse_error"
 
 

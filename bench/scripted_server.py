@@ -3,10 +3,16 @@ at once with recorded planner and grounder outputs, so a benchmark times our own
 
 The answer is chosen by the prompt's shape: a grounder prompt contains "Subgoal to be
 grounded", a planner prompt does not (the served model name is the fallback), and the step
-is the number of user turns in the prompt. Usage counts whitespace-separated words, which
-is enough for a harness that never tokenizes.
+is the number of user turns in the prompt, so one server answers any number of concurrent
+or consecutive runs. Usage counts whitespace-separated words, which is enough for a harness
+that never tokenizes.
 
-    python -m bench.scripted_server --port 8101 [--recording rec.json]
+Two scripts: the default maths run of three steps (`TASK`), or with ``--steps S`` a counting
+run of S steps (`COUNTING_TASK`, `counting_recording`), whose answer `counting_answer` knows.
+``GET /recorded`` returns the request bodies received since ``POST /recorded/start``
+(``DELETE /recorded`` stops recording), so timed runs pay nothing for it.
+
+    python -m bench.scripted_server --port 8101 [--recording rec.json | --steps 5]
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 
 from lumos.prompts import USER
@@ -43,6 +49,29 @@ class Recording(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+COUNTING_TASK = "Start from 2 and add one number per step. What is the result?"
+
+
+def counting_recording(steps: int) -> Recording:
+    """S subgoals then the stop phrase; ``R1 = Calculator(1+1)``, then each step adds its
+    number to the previous result."""
+    plans = [f"Subgoal 1: Calculate the value of step 1 of {steps}."]
+    plans += [
+        f"No, I will keep planning. Subgoal {k}: Calculate the value of step {k} of {steps}."
+        for k in range(2, steps + 1)
+    ]
+    grounds = ["R1 = Calculator(1+1)"]
+    grounds += [f"R{k} = Calculator(R{k - 1}+{k})" for k in range(2, steps + 1)]
+    return Recording(
+        planner_outputs=[*plans, "Yes, I will stop planning."], grounder_outputs=grounds
+    )
+
+
+def counting_answer(steps: int) -> str:
+    """The counting run's result after `steps` steps."""
+    return str(2 + sum(range(2, steps + 1)))
+
+
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # stop, temperature, structured_outputs, ...
 
@@ -63,10 +92,30 @@ def create_app(recording: Recording | None = None) -> FastAPI:
     rec = recording or Recording()
     app = FastAPI(title="scripted completions (benchmark harness)")
     ids = itertools.count(1)
+    received: list[dict[str, Any]] = []
+    recording_on = False
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.post("/recorded/start")
+    async def start_recording() -> dict[str, bool]:
+        nonlocal recording_on
+        received.clear()
+        recording_on = True
+        return {"recording": True}
+
+    @app.get("/recorded")
+    async def recorded() -> list[dict[str, Any]]:
+        return received
+
+    @app.delete("/recorded")
+    async def stop_recording() -> dict[str, bool]:
+        nonlocal recording_on
+        received.clear()
+        recording_on = False
+        return {"recording": False}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -76,7 +125,9 @@ def create_app(recording: Recording | None = None) -> FastAPI:
         }
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> dict[str, Any]:
+    async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
+        if recording_on:
+            received.append(await request.json())  # as sent, not as validated
         text = answer_for(rec, body.model, body.prompt)
         prompt_tokens = len(body.prompt.split())
         completion_tokens = len(text.split())
@@ -100,13 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8101)
-    parser.add_argument(
+    script = parser.add_mutually_exclusive_group()
+    script.add_argument(
         "--recording", type=Path, help="replay-style JSON (planner/grounder outputs)"
     )
+    script.add_argument("--steps", type=int, help="the counting run of this many steps")
     args = parser.parse_args(argv)
     rec = Recording()
     if args.recording is not None:
         rec = Recording.model_validate(json.loads(args.recording.read_text()))
+    elif args.steps is not None:
+        rec = counting_recording(args.steps)
     uvicorn.run(create_app(rec), host=args.host, port=args.port, log_level="warning")
 
 

@@ -3,7 +3,7 @@
     python -m bench.baselines.compare --runs 200 --steps 5
 
 Starts an instant scripted model server that records what it receives
-(`bench.baselines.recording_server`) and the real executor service (`python -m
+(`bench.scripted_server --steps S`) and the real executor service (`python -m
 services.executor`, maths tools, no Redis cache) on free loopback ports. Then, in this
 process, against those same servers:
 
@@ -34,9 +34,10 @@ from typing import Any
 
 import httpx
 
-from bench.baselines.recording_server import TASK, expected_answer
 from bench.output import write_json
 from bench.processes import Stack, free_port, say
+from bench.scripted_server import COUNTING_TASK as TASK
+from bench.scripted_server import counting_answer
 from bench.stats import summarize
 from gateway.modules import MAX_TOKENS, STOP, CompletionModule, HTTPExecutor
 from lumos.actions import action_regex
@@ -202,7 +203,7 @@ async def measure(
             "langgraph": langgraph_runner(model_url, executor_url, clients["langgraph"], steps),
             "direct": direct_runner(model_url, executor_url, clients["direct"], steps),
         }
-        expected = expected_answer(steps)
+        expected = counting_answer(steps)
         recorded: dict[str, list[dict[str, Any]]] = {}
         for name, run in runners.items():
             bodies, answer = await recorded_requests(model_url, control, run)
@@ -266,7 +267,7 @@ def start_servers(stack: Stack, steps: int) -> tuple[str, str]:
     port = free_port()
     model = stack.start(
         "recording-model",
-        [sys.executable, "-m", "bench.baselines.recording_server", "--port", str(port),
+        [sys.executable, "-m", "bench.scripted_server", "--port", str(port),
          "--steps", str(steps)],
     )  # fmt: skip
     model_url = f"http://127.0.0.1:{port}"

@@ -10,7 +10,15 @@ import httpx
 import pytest
 
 from bench.cli import add_parser
-from bench.scripted_server import GROUNDS, PLANS, TASK, create_app
+from bench.scripted_server import (
+    COUNTING_TASK,
+    GROUNDS,
+    PLANS,
+    TASK,
+    counting_answer,
+    counting_recording,
+    create_app,
+)
 from bench.stats import percentile, summarize
 from bench.vllm_metrics import PREFIX_HITS, PREFIX_QUERIES, counter
 from lumos.domains import resolve_domain
@@ -89,6 +97,41 @@ async def test_scripted_server_answers_completions_like_vllm_with_usage() -> Non
     usage = body["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+async def test_scripted_server_records_request_bodies_as_sent_only_while_asked() -> None:
+    body = {"model": "lumos-plan", "prompt": plan_prompt(resolve_domain("maths"), TASK, [])}
+    async with _client() as c:
+        await c.post("/v1/completions", json=body)
+        assert (await c.post("/recorded/start")).json() == {"recording": True}
+        await c.post("/v1/completions", json={**body, "stop": ["\n"]})
+        recorded = (await c.get("/recorded")).json()
+        assert (await c.delete("/recorded")).json() == {"recording": False}
+        await c.post("/v1/completions", json=body)
+        after = (await c.get("/recorded")).json()
+    assert recorded == [{**body, "stop": ["\n"]}]  # no defaults filled in
+    assert after == []
+
+
+async def test_the_counting_script_answers_s_steps_then_stops() -> None:
+    script = counting_recording(3)
+    maths = resolve_domain("maths")
+    app = create_app(script)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+        planner = CompletionClient("http://s", "lumos-plan", client=c)
+        done: list[Step] = []
+        for k in range(1, 4):
+            subgoal = (await planner.complete(plan_prompt(maths, COUNTING_TASK, done))).text
+            grounding = (
+                await planner.complete(ground_prompt(maths, COUNTING_TASK, done, subgoal))
+            ).text
+            done.append(Step(index=k, subgoal=subgoal, grounding=grounding))
+        last = (await planner.complete(plan_prompt(maths, COUNTING_TASK, done))).text
+    assert [s.grounding for s in done] == [
+        "R1 = Calculator(1+1)", "R2 = Calculator(R1+2)", "R3 = Calculator(R2+3)",
+    ]  # fmt: skip
+    assert last == "Yes, I will stop planning."
+    assert counting_answer(3) == str(1 + 1 + 2 + 3)
 
 
 async def test_scripted_server_picks_module_and_step_from_the_prompt_shape() -> None:

@@ -20,11 +20,10 @@ pytest.importorskip(
 )
 
 from bench.baselines import compare  # noqa: E402
-from bench.baselines.recording_server import (  # noqa: E402
+from bench.scripted_server import (  # noqa: E402
     answer_for,
-    expected_answer,
-    grounder_outputs,
-    planner_outputs,
+    counting_answer,
+    counting_recording,
 )
 from lumos.actions import parse_actions  # noqa: E402
 from lumos.prompts import USER  # noqa: E402
@@ -47,7 +46,7 @@ class FakeServers:
         body = json.loads(request.content)
         if request.url.path == "/v1/completions":
             self.model_requests.append(body)
-            text = answer_for(self.steps, body["prompt"])
+            text = answer_for(counting_recording(self.steps), body["model"], body["prompt"])
             return httpx.Response(
                 200,
                 json={
@@ -67,7 +66,7 @@ class FakeServers:
         results = []
         for a in actions:
             k = int(a["outputs"][0][1:])
-            results.append({**a, "values": [expected_answer(k)]})
+            results.append({**a, "values": [counting_answer(k)]})
         return httpx.Response(200, json={"results": results, "variables": {}})
 
     def client(self) -> httpx.AsyncClient:
@@ -85,7 +84,7 @@ async def test_langgraph_sends_the_same_prompts_as_the_agent() -> None:
     ours, our_answer = await _recorded(compare.lumos_runner)
     theirs, their_answer = await _recorded(compare.langgraph_runner)
 
-    assert our_answer == their_answer == expected_answer(STEPS)
+    assert our_answer == their_answer == counting_answer(STEPS)
     # 3 x (plan, ground) + the planner's stop
     assert len(ours.model_requests) == 2 * STEPS + 1
     assert [r["prompt"] for r in theirs.model_requests] == [
@@ -97,8 +96,11 @@ async def test_langgraph_sends_the_same_prompts_as_the_agent() -> None:
     # the recording really drove the run: every scripted output was asked for, in order
     planner = [r for r in ours.model_requests if r["model"] == compare.PLANNER_MODEL]
     grounder = [r for r in ours.model_requests if r["model"] == compare.GROUNDER_MODEL]
-    assert [answer_for(STEPS, r["prompt"]) for r in planner] == planner_outputs(STEPS)
-    assert [answer_for(STEPS, r["prompt"]) for r in grounder] == grounder_outputs(STEPS)
+    script = counting_recording(STEPS)
+    assert [answer_for(script, r["model"], r["prompt"]) for r in planner] == script.planner_outputs
+    assert [
+        answer_for(script, r["model"], r["prompt"]) for r in grounder
+    ] == script.grounder_outputs
     assert [r["prompt"].count(USER) for r in planner] == [1, 2, 3, 4]
 
     # the executor saw the same run state from both (actions as text vs parsed is the

@@ -21,10 +21,20 @@ from gateway.route_table import (
     RouteSpec,
     Sampling,
 )
+from gateway.routes import ErrorBody, RequestErrorBody
 from lumos.domains import DOMAINS
 
 log = logging.getLogger("gateway.adapters")
 router = APIRouter(prefix="/agent", tags=["routes"])
+
+
+def _error(description: str, model: Any = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+NOT_ROUTED = _error("this gateway's modules are not model servers (not_routed)")
+UNAUTHORIZED = _error("missing or invalid API key (`WWW-Authenticate: Bearer`)")
+NOT_AN_OPERATOR = _error("the key is not an operator key (not_an_operator)")
 
 Principal = Annotated[str, Depends(authenticate)]
 
@@ -86,6 +96,7 @@ class RouteTableView(BaseModel):
     "/routes",
     response_model=RouteTableView,
     summary="The route table as served: pools, routes, and what each kind of run gets",
+    responses={401: UNAUTHORIZED, 409: NOT_ROUTED},
 )
 async def get_routes(request: Request, principal: Principal) -> RouteTableView:
     live = _routes(request)
@@ -110,6 +121,14 @@ async def get_routes(request: Request, principal: Principal) -> RouteTableView:
     "/routes/reload",
     response_model=RouteTableView,
     summary="Read the route file again now (as SIGHUP does)",
+    responses={
+        401: UNAUTHORIZED,
+        403: NOT_AN_OPERATOR,
+        409: NOT_ROUTED,
+        422: _error(
+            "the file is not a valid route table; the last good one stays (invalid_route_file)"
+        ),
+    },
 )
 async def reload_routes(request: Request, principal: Operator) -> RouteTableView:
     live = _routes(request)
@@ -165,7 +184,17 @@ class AdapterLoaded(BaseModel):
     "/adapters",
     response_model=AdapterLoaded,
     summary="Load a LoRA adapter into the model servers of a pool and route runs to it",
-    responses={409: {"description": "name taken"}, 422: {"description": "adapter refused"}},
+    responses={
+        401: UNAUTHORIZED,
+        403: NOT_AN_OPERATOR,
+        409: _error("the name is taken on a replica (adapter_name_taken), or not_routed"),
+        422: _error(
+            "invalid request, unknown pool or route, or the adapter refused: not found, "
+            "another base model, rank above max_lora_rank, a replica refused to load it",
+            RequestErrorBody,
+        ),
+        503: _error("a model server of the pool cannot be reached (model_server_unavailable)"),
+    },
 )
 async def load_adapter(body: AdapterLoad, request: Request, principal: Operator) -> AdapterLoaded:
     live = _routes(request)
@@ -208,6 +237,14 @@ async def load_adapter(body: AdapterLoad, request: Request, principal: Operator)
     "/adapters/{name}",
     response_model=AdapterLoaded,
     summary="Stop routing runs to an adapter and unload it from the servers of its pool",
+    responses={
+        401: UNAUTHORIZED,
+        403: NOT_AN_OPERATOR,
+        404: _error("no replica of the pool serves the adapter (adapter_not_loaded)"),
+        409: _error("the route file routes runs to it (adapter_routed_by_file), or not_routed"),
+        422: _error("unknown pool, invalid request, or a replica refused", RequestErrorBody),
+        503: _error("a model server of the pool cannot be reached (model_server_unavailable)"),
+    },
 )
 async def unload_adapter(name: str, pool: str, request: Request, principal: Operator) -> AdapterLoaded:  # fmt: skip
     live = _routes(request)

@@ -38,22 +38,47 @@ def _read(path: Path) -> list[Annotation]:
     return list(read_annotations(path)) if path.exists() else []
 
 
-async def test_an_exported_run_renders_to_exactly_the_prompts_the_loop_sent(redis_url, tmp_path):
-    planner, grounder = ScriptedModel("planner", PLANS), ScriptedModel("grounder", GROUNDS)
+# (domain, task, environment, planner outputs, grounder outputs, tool results): a maths run
+# with an environment description, and a WebShop run (two worked examples in front of both
+# conversations, the first grounding prefilled with "R1 = ").
+RECORDED_RUNS = {
+    "maths": ("maths", TASK, PAGE, PLANS, GROUNDS, RESULTS),
+    "webshop": (
+        "webshop",
+        "i want red running shoes under 30 dollars",
+        None,
+        [
+            "Subgoal 1: Search for red running shoes.",
+            "No, I will keep planning. Subgoal 2: Click the cheapest item.",
+            "Yes, I will stop planning.",
+        ],
+        ["Search(red running shoes)", "R2 = Click(R1)"],
+        {"R1": "[item-1] Red runner $25", "R2": "Red runner: size 9, $25, Buy Now"},
+    ),
+}
+
+
+@pytest.mark.parametrize("recorded", sorted(RECORDED_RUNS))
+async def test_an_exported_run_renders_to_exactly_the_prompts_the_loop_sent(
+    recorded, redis_url, tmp_path
+):
+    domain, task, environment, plans, grounds, results = RECORDED_RUNS[recorded]
+    planner, grounder = ScriptedModel("planner", plans), ScriptedModel("grounder", grounds)
     app = create_app(
         settings_for(redis_url),
         planner=planner,
         grounder=grounder,
-        executor=ScriptedExecutor(RESULTS),
+        executor=ScriptedExecutor(results),
     )
-    run = {"task": TASK, "domain": "maths", "environment": PAGE}
+    run = {"task": task, "domain": domain, "environment": environment}
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
         answered = (await client.post("/agent/run", json=run)).json()
+        assert answered["status"] == "succeeded", answered
         await client.post(f"{answered['url']}/feedback", json={"score": 1})
     code, (annotation,) = await export(redis_url, tmp_path / "runs.jsonl", "--min-score", "1")
     assert code == 0
-    assert annotation.task == TASK and annotation.environment == PAGE
-    assert annotation.dataset == "maths" and annotation.answer == "18"
+    assert annotation.task == task and annotation.environment == environment
+    assert annotation.dataset == domain and annotation.answer == answered["answer"]
     # training reads the file as it reads its own annotations
     (read,) = read_training_file(tmp_path / "runs.jsonl", "plan", "iterative")
     assert read == annotation
@@ -62,13 +87,13 @@ async def test_an_exported_run_renders_to_exactly_the_prompts_the_loop_sent(redi
     assert len(plan.spans) == len(planner.prompts)
     for turn, prompt in enumerate(planner.prompts):
         assert plan.prompt_before(turn) == prompt, f"planner turn {turn + 1}"
-    assert plan.answers == PLANS  # the recorded planner said the stop phrase exactly
+    assert plan.answers == plans  # the recorded planner said the stop phrase exactly
 
     ground = render(annotation, "ground", "iterative")
     assert len(ground.spans) == len(grounder.prompts)
     for turn, prompt in enumerate(grounder.prompts):
         assert ground.prompt_before(turn) == prompt, f"grounder turn {turn + 1}"
-    assert ground.answers == GROUNDS
+    assert ground.answers == grounds  # after WebShop's prefill, what the grounder wrote
 
 
 async def test_an_exported_onetime_run_renders_to_the_onetime_prompts_it_was_sent(

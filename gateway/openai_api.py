@@ -294,16 +294,15 @@ def _run_request(body: ChatCompletionRequest, agent: AgentModel) -> RunRequest:
         ) from None
 
 
-def _link(record_or_id: RunRecord | str) -> RunLink:
-    if isinstance(record_or_id, str):
-        return RunLink(run_id=record_or_id, **_urls(record_or_id))
-    record = record_or_id
-    return RunLink(run_id=record.id, status=record.status, steps=record.steps, **_urls(record.id))
-
-
-def _urls(run_id: str) -> dict[str, str]:
+def _link(run_id: str, record: RunRecord | None = None) -> RunLink:
     urls = run_urls(run_id)
-    return {"url": urls["url"], "events_url": urls["events_url"]}
+    return RunLink(
+        run_id=run_id,
+        url=urls["url"],
+        events_url=urls["events_url"],
+        status=None if record is None else record.status,
+        steps=None if record is None else record.steps,
+    )
 
 
 def _usage(record: RunRecord) -> Usage:
@@ -402,7 +401,7 @@ async def chat_completions(
         model=agent.id,
         choices=[Choice(message=AssistantMessage(content=record.answer or ""))],
         usage=_usage(record),
-        lumos=_link(record),
+        lumos=_link(record.id, record),
     )
     return JSONResponse(completion.model_dump(mode="json"), headers=accepted.headers)
 
@@ -411,7 +410,7 @@ async def _chunks(
     store: RunStore, record: RunRecord, model: str, include_usage: bool
 ) -> AsyncIterator[ServerSentEvent]:
     """The run as `chat.completion.chunk`s: role, one per step, the answer, the end."""
-    head = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk"}
+    head: dict[str, Any] = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk"}
     head |= {"created": int(record.created_at), "model": model}
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:

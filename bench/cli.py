@@ -75,6 +75,7 @@ def _soak(args: argparse.Namespace) -> int:
         model=args.model,
         adapters=args.adapters,
         sample_s=args.sample_s,
+        max_steps=args.max_steps,
     )
     return 0 if report.totals["runs"] > 0 else 1
 
@@ -107,6 +108,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=Path(".cache/models/gemma-3-270m"))
     p.add_argument("--adapters", default="models/lumos-mini", help="LoRA adapters, or none")
     p.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period")
+    p.add_argument("--max-steps", type=int, help="per run (default: the gateway's)")
 
     p = add("original", "HF generate with model reloads vs our stack (tiny model)", _original)
     p.add_argument("--questions", type=int, default=8, help="first N of gsm8k dev")

@@ -80,18 +80,19 @@ def stack_processes(root_pid: int) -> dict[str, int]:
             continue
         children.setdefault(ppid, []).append(int(entry.name))
     found: dict[str, int] = {}
-    todo = [root_pid]
+    todo: list[tuple[int, str]] = [(root_pid, "")]
     while todo:
-        pid = todo.pop()
-        name = process_name(pid)
+        pid, parent = todo.pop()
+        name = process_name(pid, parent)
         if name is not None:
             found[name if name not in found else f"{name}-{pid}"] = pid
-        todo += children.get(pid, [])
+        todo += [(c, name or parent) for c in children.get(pid, [])]
     return found
 
 
-def process_name(pid: int) -> str | None:
-    """What a process of the stack is, from its command line (None once it is gone)."""
+def process_name(pid: int, parent: str = "") -> str | None:
+    """What a process of the stack is, from its command line (None once it is gone); a
+    helper process (multiprocessing, a worker) is named after its parent."""
     try:
         argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -109,9 +110,15 @@ def process_name(pid: int) -> str | None:
         return "model-launcher"
     if "api_server" in text or " serve " in text:
         return "vllm-api"
-    if "EngineCore" in text or "VLLM" in text:
+    if "EngineCore" in text:
         return "vllm-engine"
-    return Path(argv[0].decode(errors="replace")).name or None
+    if "VLLM" in text or "VllmWorker" in text:
+        return "vllm-worker"
+    if "resource_tracker" in text:
+        return f"{parent or 'python'}.resource-tracker"
+    if "multiprocessing" in text:
+        return f"{parent or 'python'}.child"
+    return f"{parent}.{Path(argv[0].decode(errors='replace')).name}".lstrip(".") or None
 
 
 def rss_mib(pid: int) -> float | None:
@@ -182,11 +189,20 @@ class Stack:
         self.log.close()
 
 
-def _client(url: str, stop: threading.Event, outcomes: list[RunOutcome], t0: float, i: int) -> None:
+def _client(
+    url: str,
+    stop: threading.Event,
+    outcomes: list[RunOutcome],
+    t0: float,
+    i: int,
+    max_steps: int | None,
+) -> None:
     with httpx.Client(base_url=url, timeout=httpx.Timeout(1800, connect=10)) as http:
         n = i
         while not stop.is_set():
-            body = {"task": TASKS[n % len(TASKS)], "domain": "maths"}
+            body: dict[str, Any] = {"task": TASKS[n % len(TASKS)], "domain": "maths"}
+            if max_steps is not None:
+                body["max_steps"] = max_steps
             n += 1
             started = time.monotonic()
             try:
@@ -318,6 +334,7 @@ def run(
     bucket_s: float = 60.0,
     ready_s: float = 1200.0,
     drain_s: float = 600.0,
+    max_steps: int | None = None,
 ) -> SoakReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model if model.is_absolute() or model.exists() else ROOT / model
@@ -342,7 +359,9 @@ def run(
         )
         sampler.start()
         clients = [
-            threading.Thread(target=_client, args=(stack.url, stop, outcomes, t0, i), daemon=True)
+            threading.Thread(
+                target=_client, args=(stack.url, stop, outcomes, t0, i, max_steps), daemon=True
+            )
             for i in range(concurrency)
         ]
         for c in clients:
@@ -362,6 +381,7 @@ def run(
     config = {
         "minutes": minutes, "concurrency": concurrency, "model": model.name,
         "adapters": Path(adapters).name, "sample_s": sample_s, "bucket_s": bucket_s,
+        "max_steps": max_steps,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
     }  # fmt: skip
     report = summarize(outcomes, samples, bucket_s, config)

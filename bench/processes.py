@@ -14,20 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Self
 
-from services.processes import ManagedProcess
+from services.processes import ManagedProcess, StackError, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-model"
-
-
-class StackError(RuntimeError):
-    """A server did not start; the message carries the end of its log."""
 
 
 def free_port() -> int:
@@ -38,14 +32,6 @@ def free_port() -> int:
 
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _get(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return bool(200 <= r.status < 300)
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 class Stack:
@@ -83,25 +69,7 @@ class Stack:
         return child
 
     def wait_http(self, child: ManagedProcess, url: str, deadline_s: float) -> None:
-        started = time.monotonic()
-        noted = started
-        while time.monotonic() - started < deadline_s:
-            if not child.alive():
-                raise StackError(
-                    f"{child.name} exited with {child.returncode} while starting; "
-                    f"last lines of {child.log}:\n{child.tail(30)}"
-                )
-            if _get(url):
-                say(f"{child.name} ready in {time.monotonic() - started:.1f} s")
-                return
-            if time.monotonic() - noted > 15:
-                noted = time.monotonic()
-                say(f"waiting for {child.name} ({time.monotonic() - started:.0f} s) ...")
-            time.sleep(0.2)
-        raise StackError(
-            f"{child.name} not ready at {url} after {deadline_s:.0f} s; "
-            f"last lines of {child.log}:\n{child.tail(30)}"
-        )
+        wait_http(child, url, deadline_s, say=say, poll_s=0.2, tail_lines=30)
 
     # --- the servers ---------------------------------------------------------------------
 

@@ -16,8 +16,6 @@ import signal
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 # Run as a script from the repository root: make the project's packages importable.
@@ -30,7 +28,7 @@ from services.modelserver.adapters import (  # noqa: E402
     adapter_folders,
     server_env,
 )
-from services.processes import ManagedProcess  # noqa: E402
+from services.processes import ManagedProcess, StackError, wait_http  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # Maths on the Lumos-mini adapters, every other domain on the base model (README: routes).
@@ -45,8 +43,8 @@ def child(name: str, argv: list[str], env: dict[str, str] | None = None) -> Mana
     )
 
 
-class StackError(RuntimeError):
-    pass
+def note(message: str) -> None:
+    print(f"  {message}")
 
 
 def port_free(port: int) -> bool:
@@ -57,40 +55,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return 200 <= r.status < 300, r.read(2000).decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return False, f"HTTP {e.code}: {e.read(500).decode(errors='replace')}"
-    except (OSError, urllib.error.URLError) as e:
-        return False, str(e)
-
-
-def wait_http(child: ManagedProcess, url: str, deadline_s: float, what: str) -> None:
-    start = time.monotonic()
-    last_note = 0.0
-    said = ""
-    while time.monotonic() - start < deadline_s:
-        if not child.alive():
-            raise StackError(
-                f"{child.name} exited while starting (code {child.returncode}).\n"
-                f"Last lines of {child.log.relative_to(ROOT)}:\n{child.tail()}"
-            )
-        ok, said = http_ok(url)
-        if ok:
-            print(f"  {child.name}: ready after {time.monotonic() - start:.0f}s")
-            return
-        if time.monotonic() - last_note > 15:
-            last_note = time.monotonic()
-            print(f"  {child.name}: waiting for {what} ({time.monotonic() - start:.0f}s) ...")
-        time.sleep(1.0)
-    raise StackError(
-        f"{child.name} not ready after {deadline_s:.0f}s at {url}; it last said: {said}\n"
-        f"Last lines of {child.log.relative_to(ROOT)}:\n{child.tail()}"
-    )
 
 
 # Lumos-mini's adapters were trained on maths only: runs of the other domains go to the base
@@ -308,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logs: {LOG_DIR.relative_to(ROOT)}/")
         for c in children:
             c.start()
-        wait_http(by_name["executor"], f"{executor_url}/healthz", 120, "/healthz")
+        wait_http(by_name["executor"], f"{executor_url}/healthz", 120, what="/healthz", say=note)
         wait_http(
             by_name["model-server"], f"{model_url}/v1/models", args.model_deadline_s,
-            "vLLM to load the model (the first start compiles; minutes on 2 cores)",
+            what="vLLM to load the model (the first start compiles; minutes on 2 cores)",
+            say=note,
         )  # fmt: skip
-        wait_http(by_name["gateway"], f"{gateway_url}/readyz", 120, "/readyz")
+        wait_http(by_name["gateway"], f"{gateway_url}/readyz", 120, what="/readyz", say=note)
         ready_s = time.monotonic() - t0
         example = json.dumps(
             {"task": "Tom has 3 boxes of 12 pencils and gives away 7. How many are left?",

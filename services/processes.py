@@ -2,7 +2,8 @@
 
 Each child runs in its own process group with its output in a log file, and is stopped with
 its whole group: a vLLM API server leaves its engine-core process behind in that group when
-it dies, so signalling the leader alone would orphan it.
+it dies, so signalling the leader alone would orphan it. `wait_http` waits for a child to
+answer and, when it does not, raises `StackError` with the end of its log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,3 +97,57 @@ class ManagedProcess:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+class StackError(RuntimeError):
+    """A child did not start, or stopped; the message carries the end of its log."""
+
+
+def http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """Whether `url` answers 2xx, and the start of what it (or the connection) said."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return 200 <= r.status < 300, r.read(2000).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return False, f"HTTP {e.code}: {e.read(500).decode(errors='replace')}"
+    except (OSError, urllib.error.URLError) as e:
+        return False, str(e)
+
+
+def wait_http(
+    child: ManagedProcess,
+    url: str,
+    deadline_s: float,
+    *,
+    what: str = "it to answer",
+    say: Callable[[str], None] = print,
+    poll_s: float = 1.0,
+    tail_lines: int = 15,
+) -> float:
+    """Wait until `url` answers 2xx; the seconds it took. `say` hears progress every 15 s.
+
+    Raises `StackError` with the last `tail_lines` of the child's log when the child exits
+    first or `deadline_s` passes.
+    """
+    start = time.monotonic()
+    last_note = start
+    said = ""
+    while time.monotonic() - start < deadline_s:
+        if not child.alive():
+            raise StackError(
+                f"{child.name} exited while starting (code {child.returncode}).\n"
+                f"Last lines of {child.log}:\n{child.tail(tail_lines)}"
+            )
+        ok, said = http_ok(url)
+        if ok:
+            taken = time.monotonic() - start
+            say(f"{child.name}: ready after {taken:.1f} s")
+            return taken
+        if time.monotonic() - last_note > 15:
+            last_note = time.monotonic()
+            say(f"{child.name}: waiting for {what} ({time.monotonic() - start:.0f} s) ...")
+        time.sleep(poll_s)
+    raise StackError(
+        f"{child.name} not ready after {deadline_s:.0f} s at {url}; it last said: {said}\n"
+        f"Last lines of {child.log}:\n{child.tail(tail_lines)}"
+    )

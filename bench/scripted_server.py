@@ -99,12 +99,15 @@ def create_app(recording: Recording | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/recorded/start")
-    async def start_recording() -> dict[str, bool]:
+    def set_recording(on: bool) -> dict[str, bool]:
         nonlocal recording_on
         received.clear()
-        recording_on = True
-        return {"recording": True}
+        recording_on = on
+        return {"recording": on}
+
+    @app.post("/recorded/start")
+    async def start_recording() -> dict[str, bool]:
+        return set_recording(True)
 
     @app.get("/recorded")
     async def recorded() -> list[dict[str, Any]]:
@@ -112,10 +115,7 @@ def create_app(recording: Recording | None = None) -> FastAPI:
 
     @app.delete("/recorded")
     async def stop_recording() -> dict[str, bool]:
-        nonlocal recording_on
-        received.clear()
-        recording_on = False
-        return {"recording": False}
+        return set_recording(False)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

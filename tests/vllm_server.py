@@ -6,6 +6,10 @@ names, `lumos-plan` and `lumos-ground`, from the `.venv-vllm` environment that
 unless `LUMOS_REQUIRE_VLLM` is set (CI sets it): then they fail.
 
 Register with ``pytest_plugins = ["tests.vllm_server"]`` in tests/conftest.py.
+
+Tests that need a vLLM server of their own (adapters, several servers) start it with the
+same launcher, `VLLMProcess` (or `started_vllm` around it): offline, in its own process
+group, ready when `lumos.readiness` says so, the log's tail shown when it is not.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,53 +116,111 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def vllm_server() -> Iterator[VLLMServer]:
+def vllm_python() -> Path:
+    """The vLLM environment's interpreter; without it the test skips (fails when required)."""
     python = VLLM_VENV / "bin" / "python"
     if not python.exists():
         _unavailable(f"{VLLM_VENV} is missing; create it with scripts/setup_vllm.sh")
+    return python
+
+
+class VLLMProcess:
+    """A vLLM server the tests start: `argv` run offline from the repository, in its own
+    process group (so `stop` reaches the engine workers), its output in `log_path`."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        port: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        name: str = "the vLLM server",
+    ) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**_offline_env(), **(env or {})},
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: LaunchProfile,
+        python: Path,
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        name: str = "the vLLM server",
+    ) -> VLLMProcess:
+        """The CPU server of a launch profile (its command and its environment)."""
+        return cls(
+            command(profile, "cpu", python=str(python)),
+            port=profile.port,
+            log_path=log_path,
+            env={**environment(profile, "cpu"), **(env or {})},
+            name=name,
+        )
+
+    def exited(self) -> str | None:
+        code = self.process.poll()
+        return None if code is None else f"{self.name} exited with code {code}"
+
+    async def ready(self, deadline_s: float = STARTUP_DEADLINE_S) -> None:
+        """Wait until it serves; fail the test with the log's last lines when it does not."""
+        try:
+            await wait_ready(self.url, deadline_s, give_up=self.exited)
+        except NotReadyError as exc:
+            pytest.fail(
+                f"{exc}\n--- last lines of {self.log_path} ---\n{_tail(self.log_path)}",
+                pytrace=False,
+            )
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+@contextmanager
+def started_vllm(server: VLLMProcess) -> Iterator[VLLMProcess]:
+    """`server`, once ready (outside an event loop); stopped on the way out, whatever happens."""
+    try:
+        asyncio.run(server.ready())
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[VLLMServer]:
+    python = vllm_python()
     model_dir = build_tiny_model(python, TINY_MODEL_DIR)
-    port = _free_port()
     profile = LaunchProfile(
         model=str(model_dir),
         served_model_names=list(SERVED_MODEL_NAMES),
         host="127.0.0.1",
-        port=port,
+        port=_free_port(),
         cpu_kvcache_space_gib=1,
     )
-    base_url = f"http://127.0.0.1:{port}"
-    CACHE_DIR.mkdir(exist_ok=True)
     started = time.monotonic()
-    with SERVER_LOG.open("wb") as log:
-        process = subprocess.Popen(
-            command(profile, "cpu", python=str(python)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**_offline_env(), **environment(profile, "cpu")},
-            cwd=REPO_ROOT,
-            start_new_session=True,  # its own process group, so _stop reaches the workers
-        )
-
-    def exited() -> str | None:
-        code = process.poll()
-        return None if code is None else f"the vLLM server exited with code {code}"
-
-    try:
-        try:
-            asyncio.run(wait_ready(base_url, STARTUP_DEADLINE_S, give_up=exited))
-        except NotReadyError as exc:
-            pytest.fail(
-                f"{exc}\n--- last lines of {SERVER_LOG} ---\n{_tail(SERVER_LOG)}", pytrace=False
-            )
+    with started_vllm(VLLMProcess.from_profile(profile, python, log_path=SERVER_LOG)) as launched:
         server = VLLMServer(
-            base_url=base_url,
+            base_url=launched.url,
             served_model_names=SERVED_MODEL_NAMES,
             model_dir=model_dir,
             log_path=SERVER_LOG,
             startup_s=time.monotonic() - started,
-            pid=process.pid,
+            pid=launched.process.pid,
         )
-        print(f"\nvLLM CPU server ready at {base_url} in {server.startup_s:.0f} s", file=sys.stderr)
+        print(
+            f"\nvLLM CPU server ready at {server.base_url} in {server.startup_s:.0f} s",
+            file=sys.stderr,
+        )
         yield server
-    finally:
-        _stop(process)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,21 +21,10 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from lumos.readiness import wait_ready
-from services.modelserver.profile import LaunchProfile, command, environment
+from services.modelserver.profile import LaunchProfile
 from tests.e2e.test_full_stack import executor_url  # noqa: F401  (a fixture)
 from tests.gateway.helpers import serve, settings_for
-from tests.vllm_server import (
-    REPO_ROOT,
-    STARTUP_DEADLINE_S,
-    VLLM_VENV,
-    _free_port,
-    _offline_env,
-    _stop,
-    _tail,
-    _unavailable,
-    build_tiny_model,
-)
+from tests.vllm_server import VLLMProcess, _free_port, build_tiny_model, vllm_python
 
 pytestmark = [pytest.mark.vllm, pytest.mark.redis, pytest.mark.slow]
 
@@ -84,35 +72,25 @@ def requests_by_model(log: Path, base_name: str) -> Counter[str]:
 
 class Server:
     def __init__(self, name: str, profile: LaunchProfile, python: Path, log: Path) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{profile.port}"
-        self.log = log
+        self.vllm = VLLMProcess.from_profile(
+            profile,
+            python,
+            log_path=log,
+            env={
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+                "VLLM_USE_AOT_COMPILE": "0",
+                "VLLM_REGEX_COMPILATION_TIMEOUT_S": "120",
+            },
+            name=f"vLLM server {name}",
+        )
+        self.url = self.vllm.url
         self.base = profile.served_model_names[0]
-        env = {
-            **_offline_env(),
-            **environment(profile, "cpu"),
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-            "VLLM_USE_AOT_COMPILE": "0",
-            "VLLM_REGEX_COMPILATION_TIMEOUT_S": "120",
-        }
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command(profile, "cpu", python=str(python)), stdout=out, stderr=subprocess.STDOUT,
-                env=env, cwd=REPO_ROOT, start_new_session=True,
-            )  # fmt: skip
 
     def requests(self) -> Counter[str]:
-        return requests_by_model(self.log, self.base)
+        return requests_by_model(self.vllm.log_path, self.base)
 
     async def ready(self) -> None:
-        def exited() -> str | None:
-            code = self.process.poll()
-            return None if code is None else f"vLLM server {self.name} exited with code {code}"
-
-        try:
-            await wait_ready(self.url, STARTUP_DEADLINE_S, give_up=exited)
-        except Exception as exc:
-            pytest.fail(f"{exc}\n--- {self.log} ---\n{_tail(self.log)}", pytrace=False)
+        await self.vllm.ready()
 
 
 def delta(after: Counter[str], before: Counter[str]) -> dict[str, int]:
@@ -137,9 +115,7 @@ async def test_runs_reach_the_models_their_routes_name_and_an_adapter_loads_whil
     redis_url: str,
     executor_url: str,  # noqa: F811
 ) -> None:
-    python = VLLM_VENV / "bin" / "python"
-    if not python.exists():
-        _unavailable(f"{VLLM_VENV} is missing; create it with scripts/setup_vllm.sh")
+    python = vllm_python()
     model_dir = build_tiny_model(python)
     plan = make_adapter(model_dir, tmp_path / "maths-plan", seed=1)
     ground = make_adapter(model_dir, tmp_path / "maths-ground", seed=2)
@@ -317,5 +293,5 @@ routes:
                 flush=True,
             )
     finally:
-        _stop(a.process)
-        _stop(b.process)
+        a.vllm.stop()
+        b.vllm.stop()

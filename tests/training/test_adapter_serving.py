@@ -9,16 +9,12 @@ vLLM applies the adapter, not just its name.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from lumos.readiness import wait_ready
 from services.modelserver.adapters import (
     ADAPTERS,
     BASE_SERVED_NAME,
@@ -27,14 +23,11 @@ from services.modelserver.adapters import (
     server_env,
 )
 from tests.vllm_server import (
-    REPO_ROOT,
-    VLLM_VENV,
+    VLLMProcess,
     _free_port,
-    _offline_env,
-    _stop,
-    _tail,
-    _unavailable,
     build_tiny_model,
+    started_vllm,
+    vllm_python,
 )
 from training.mini import pack_adapter
 
@@ -79,9 +72,7 @@ def _peft_greedy(model_dir: Path, adapter: Path | None) -> list[int]:
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_vllm_serves_packed_adapters_under_the_gateways_names(tmp_path: Path) -> None:
-    python = VLLM_VENV / "bin" / "python"
-    if not python.exists():
-        _unavailable(f"{VLLM_VENV} is missing; create it with scripts/setup_vllm.sh")
+    python = vllm_python()
     model_dir = build_tiny_model(python)
     packed = tmp_path / "packed"
     _make_adapters(model_dir, tmp_path / "raw", packed)
@@ -95,7 +86,6 @@ def test_vllm_serves_packed_adapters_under_the_gateways_names(tmp_path: Path) ->
 
     port = _free_port()
     env = {
-        **_offline_env(),
         **server_env(folders),
         "LUMOS_MODELSERVER_MODEL": str(model_dir),
         "LUMOS_MODELSERVER_HOST": "127.0.0.1",
@@ -104,20 +94,11 @@ def test_vllm_serves_packed_adapters_under_the_gateways_names(tmp_path: Path) ->
         "LUMOS_MODELSERVER_DTYPE": "float32",
         "VLLM_USE_AOT_COMPILE": "0",
     }
-    log_path = tmp_path / "vllm.log"
     argv = [sys.executable, "-m", "services.modelserver.launch", "--module", "both"]
     argv += ["--target", "cpu", "--python", str(python)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
-            start_new_session=True,
-        )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            asyncio.run(wait_ready(base_url, float(os.environ.get("LUMOS_VLLM_STARTUP_S", 600))))
-        except Exception as exc:
-            pytest.fail(f"{exc}\n--- {log_path} ---\n{_tail(log_path)}", pytrace=False)
+    launched = VLLMProcess(argv, port=port, log_path=tmp_path / "vllm.log", env=env)
+    with started_vllm(launched):
+        base_url = launched.url
         served = {m["id"] for m in httpx.get(f"{base_url}/v1/models").json()["data"]}
         assert served == {BASE_SERVED_NAME, *(served_name(a) for a in ADAPTERS)}
 
@@ -140,5 +121,3 @@ def test_vllm_serves_packed_adapters_under_the_gateways_names(tmp_path: Path) ->
             outputs[adapter] = greedy(served_name(adapter))
             assert outputs[adapter] == _peft_greedy(model_dir, packed / adapter), adapter
         assert any(tokens != base for tokens in outputs.values()), "no adapter changed the output"
-    finally:
-        _stop(process)

@@ -1,6 +1,7 @@
 """The loop closed, every part real: runs served by vLLM CPU through the gateway's OpenAI
 facade, feedback on some, `lumos runs export`, `python -m training.sft` on the export, the
-new LoRA adapter loaded into the running vLLM server, and a run planned by it.
+new LoRA adapter loaded into the running vLLM server with `lumos adapters load` (routed to
+maths plans, no restart), and the next run planned by it.
 
 The model is the tiny random one of the test session: its plans are noise, so what is
 checked is the pipeline (which runs the export keeps, that training reads them, that the
@@ -106,13 +107,16 @@ async def _chat(client: openai.AsyncOpenAI, task: str) -> str:
     return raw.headers["X-Run-Id"]
 
 
-def _run(argv: list[str], log: Path) -> None:
-    """One command of the loop, as the README gives it; its output kept for a failure."""
-    result = subprocess.run(
-        [sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
-    )
-    log.write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{log.read_text()[-3000:]}"
+async def _command(argv: list[str], log: Path) -> None:
+    """One command of the loop, as the README gives it (`python -m lumos_cli` is `lumos`),
+    while the gateway serves in this event loop; its output kept for a failure."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=900)
+    await asyncio.to_thread(log.write_bytes, output)
+    assert process.returncode == 0, f"{' '.join(argv)} failed:\n{output.decode()[-3000:]}"
 
 
 async def test_served_runs_rated_exported_fine_tuned_and_served_again(
@@ -125,8 +129,8 @@ async def test_served_runs_rated_exported_fine_tuned_and_served_again(
     settings = settings_for(
         redis_url, planner_urls=vllm_url, grounder_urls=vllm_url, executor_url=executor_url
     )
-    # 1. serve: N runs through the OpenAI facade; 2. feedback on them
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        # 1. serve: N runs through the OpenAI facade; 2. feedback on them
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         run_ids = [await _chat(client, task) for task in TASKS]
         for k, run_id in enumerate(run_ids):
@@ -135,73 +139,64 @@ async def test_served_runs_rated_exported_fine_tuned_and_served_again(
             assert given.status_code == 200, given.text
         runs = [(await http.get(f"/agent/runs/{run_id}")).json() for run_id in run_ids]
 
-    # 3. export: the well-rated runs that completed their step (one step, so max_steps)
-    export = tmp_path / "runs.jsonl"
-    _run(
-        ["-m", "training.runs_export", "--redis-url", redis_url, "--out", str(export),
-         "--min-score", "1", "--include-max-steps", "--include-failed-actions"],
-        tmp_path / "export.log",
-    )  # fmt: skip
-    completed = {r["id"] for r in runs[:RATED_GOOD] if r["status"] == "succeeded"}
-    assert completed, f"no well-rated run completed its step: {[r['error'] for r in runs]}"
-    annotations = list(read_annotations(export))
-    assert {a.id for a in annotations} == {f"run-{i}" for i in completed}
-    assert (
-        f"kept {len(completed)} of {len(TASKS)} stored runs"
-        in (tmp_path / "export.log").read_text()
-    )
+        # 3. export: the well-rated runs that completed their step (one step: max_steps)
+        export = tmp_path / "runs.jsonl"
+        await _command(
+            ["-m", "lumos_cli", "runs", "export", "--redis-url", redis_url, "--out", str(export),
+             "--min-score", "1", "--include-max-steps", "--include-failed-actions"],
+            tmp_path / "export.log",
+        )  # fmt: skip
+        completed = {r["id"] for r in runs[:RATED_GOOD] if r["status"] == "succeeded"}
+        assert completed, f"no well-rated run completed its step: {[r['error'] for r in runs]}"
+        annotations = list(read_annotations(export))
+        assert {a.id for a in annotations} == {f"run-{i}" for i in completed}
+        exported = (tmp_path / "export.log").read_text()
+        assert f"kept {len(completed)} of {len(TASKS)} stored runs" in exported
 
-    # 4. fine-tune the planner on the export: a LoRA adapter of the served model
-    adapter = tmp_path / "adapter"
-    _run(
-        ["-m", "training.sft",
-         "--override", f"model_name_or_path={model_dir}",
-         "--override", f'train_files=["{export}"]',
-         "--override", "module=plan", "--override", "formulation=iterative",
-         "--override", f"output_dir={adapter}",
-         "--override", "lora=true", "--override", f"lora_r={MAX_LORA_RANK}",
-         "--override", "lora_alpha=32", "--override", "learning_rate=0.05",
-         "--override", "effective_batch_size=1", "--override", "per_device_batch_size=1",
-         "--override", "bf16=false", "--override", "gradient_checkpointing=false",
-         "--override", "logging_steps=1", "--max-steps", "6"],
-        tmp_path / "sft.log",
-    )  # fmt: skip
-    assert (adapter / "adapter_config.json").is_file()
-    trained = json.loads((adapter / "lumos_training.json").read_text())
-    assert trained["data"]["annotations"] == len(completed)
-    losses = [line for line in (tmp_path / "sft.log").read_text().splitlines() if " loss " in line]
-    print(
-        f"\n{(tmp_path / 'export.log').read_text().strip()}\n"
-        f"sft: {trained['data']['examples']} examples; first {losses[0]}\n  last {losses[-1]}",
-        file=sys.stderr,
-    )
-
-    # 5. load the adapter into the running server, no restart
-    async with httpx.AsyncClient(base_url=vllm_url, timeout=120) as vllm:
-        loaded = await vllm.post(
-            "/v1/load_lora_adapter", json={"lora_name": ADAPTER, "lora_path": str(adapter)}
+        # 4. fine-tune the planner on the export: a LoRA adapter of the served model
+        adapter = tmp_path / "adapter"
+        await _command(
+            ["-m", "training.sft",
+             "--override", f"model_name_or_path={model_dir}",
+             "--override", f'train_files=["{export}"]',
+             "--override", "module=plan", "--override", "formulation=iterative",
+             "--override", f"output_dir={adapter}",
+             "--override", "lora=true", "--override", f"lora_r={MAX_LORA_RANK}",
+             "--override", "lora_alpha=32", "--override", "learning_rate=0.05",
+             "--override", "effective_batch_size=1", "--override", "per_device_batch_size=1",
+             "--override", "bf16=false", "--override", "gradient_checkpointing=false",
+             "--override", "logging_steps=1", "--max-steps", "6"],
+            tmp_path / "sft.log",
+        )  # fmt: skip
+        trained = json.loads((adapter / "lumos_training.json").read_text())
+        assert trained["data"]["annotations"] == len(completed)
+        log_lines = (tmp_path / "sft.log").read_text().splitlines()
+        losses = [line for line in log_lines if line.startswith("step ") and " loss " in line]
+        print(
+            f"\n{exported.strip()}\nsft: {trained['data']['examples']} examples; first "
+            f"{losses[0]}\n  last {losses[-1]}",
+            file=sys.stderr,
         )
-        assert loaded.status_code == 200, loaded.text
+
+        # 5. load the adapter into the running server and route maths plans to it: no restart
+        await _command(
+            ["-m", "lumos_cli", "adapters", "--url", url, "load", ADAPTER, str(adapter),
+             "--pool", "planner", "--route", "maths/iterative/planner"],
+            tmp_path / "load.log",
+        )  # fmt: skip
+
+        # 6. the next run is planned by it
+        run = (await http.get(f"/agent/runs/{await _chat(client, TASKS[0])}")).json()
+    started = run["trace"][0]
+    assert started["data"]["models"]["planner"] == ADAPTER, started
+    assert started["data"]["models"]["grounder"] == "lumos-ground"
+    subgoal = next(e for e in run["trace"] if e["type"] == "subgoal")["data"]["text"]
+
+    # the subgoal is the adapter's own greedy answer to the run's prompt, not the base's
+    prompt = plan_prompt(get_domain("maths"), TASKS[0], [])
+    async with httpx.AsyncClient(base_url=vllm_url, timeout=120) as vllm:
         served = {m["id"] for m in (await vllm.get("/v1/models")).json()["data"]}
         assert ADAPTER in served
-
-        # 6. a run planned by it: the gateway now plans with the adapter's served name
-        tuned = settings_for(
-            redis_url,
-            planner_urls=vllm_url,
-            grounder_urls=vllm_url,
-            executor_url=executor_url,
-            planner_model=ADAPTER,
-        )
-        async with serve(create_app(tuned)) as url, httpx.AsyncClient(base_url=url) as http:
-            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
-            run = (await http.get(f"/agent/runs/{await _chat(client, TASKS[0])}")).json()
-        started = run["trace"][0]
-        assert started["data"]["models"]["planner"] == ADAPTER, started
-        subgoal = next(e for e in run["trace"] if e["type"] == "subgoal")["data"]["text"]
-
-        # the subgoal is the adapter's own greedy answer to the run's prompt, not the base's
-        prompt = plan_prompt(get_domain("maths"), TASKS[0], [])
 
         async def greedy(model: str) -> str:
             body = {"model": model, "prompt": prompt, "max_tokens": 512, "temperature": 0}

@@ -7,6 +7,7 @@ model list, messages -> run, the answer and trace link, the chunks of a stream, 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import httpx
@@ -189,6 +190,23 @@ async def test_streaming_sends_each_step_as_a_chunk_then_the_answer_then_done(re
     assert chunks[-1].choices == [] and chunks[-1].usage is not None  # include_usage
     assert {c.id for c in chunks} == {f"chatcmpl-{run['id']}"}
     assert run["mode"] == "stream" and run["status"] == "succeeded"
+
+
+async def test_stream_on_the_wire_is_data_only_chunks_ending_with_done(redis_url):
+    app, planner = scripted(redis_url)
+    body = {"model": "lumos-maths", "messages": USER, "stream": True}
+    async with serve(app) as url:
+        gw = Gateway(url, planner)
+        async with gw.http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = [line async for line in response.aiter_lines() if line.strip()]
+    payloads = [line.removeprefix("data: ") for line in lines if not line.startswith(":")]
+    assert all(line.startswith("data: ") for line in lines if not line.startswith(":"))
+    assert payloads[-1] == "[DONE]" and payloads.count("[DONE]") == 1
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-2]["choices"][0]["delta"] == {"content": "18"}
 
 
 async def test_stream_of_a_failed_run_ends_with_an_error_the_sdk_raises(redis_url):

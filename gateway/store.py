@@ -177,7 +177,6 @@ class RunStore:
         self._append = redis.register_script(_APPEND)
         self._cancel = redis.register_script(_CANCEL)
         self._admit = redis.register_script(_ADMIT)
-        self._heartbeat = redis.register_script(HEARTBEAT)
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -334,11 +333,6 @@ class RunStore:
                 return _text(entry_id), _text(fields[b"run_id"])
             await self.done(_text(entry_id))  # deleted from the stream meanwhile
         return None
-
-    async def heartbeat(self, entry_id: str, consumer: str) -> bool:
-        """Reset the entry's idle time; False when another worker has claimed it."""
-        owned = await self._heartbeat(keys=[QUEUE], args=[GROUP, entry_id, consumer])
-        return bool(owned)
 
     async def abandon(self, entry_id: str, consumer: str, idle_ms: int) -> None:
         """Give an entry up at shutdown: make it claimable by another worker at once."""

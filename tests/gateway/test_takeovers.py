@@ -87,7 +87,10 @@ async def test_a_worker_whose_event_loop_is_blocked_keeps_its_run_against_every_
         executor=ScriptedExecutor(RESULTS),
     )
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
+    # No kept-alive connection: the blocked loop makes uvicorn's keep-alive timer fire late,
+    # racing the next request on the same connection (a ReadError of the test's client).
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, limits=fresh) as client:
         run_id = (await client.post("/agent/run", json=RUN)).json()["id"]
         await asyncio.wait_for(planner.called.wait(), 10)
         # Another gateway process polls for abandoned runs every 250 ms meanwhile.

@@ -365,6 +365,29 @@ def agent_latency() -> dict[str, Any]:
                 unit="short",
                 description="Per second. Parse failures: grounder outputs that were not a valid action list.",
             ),
+            timeseries(
+                "Feedback: mean score by domain, corrections",
+                [
+                    target(
+                        ratio(
+                            f"sum by (domain) ({rate('lumos_run_feedback_score_sum', domain)})",
+                            f"sum by (domain) ({rate('lumos_run_feedback_score_count', domain)})",
+                        ),
+                        "{{domain}} mean score",
+                    ),
+                    target(
+                        ratio(
+                            f"sum by (domain) ({rate('lumos_run_feedback_corrections_total', domain)})",
+                            f"sum by (domain) ({rate('lumos_run_feedback_score_count', domain)})",
+                        ),
+                        "{{domain}} corrected",
+                    ),
+                ],
+                unit="percentunit",
+                max_value=1,
+                description="POST /agent/runs/{id}/feedback: the mean score (0 wrong .. 1 right) "
+                "and the share of feedback that gave a corrected answer.",
+            ),
         ],
     )
     return dashboard(

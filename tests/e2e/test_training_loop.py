@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,19 +23,16 @@ import pytest
 from gateway.app import create_app
 from lumos.domains import get_domain
 from lumos.prompts import plan_prompt
-from lumos.readiness import wait_ready
-from services.modelserver.profile import LaunchProfile, command, environment
+from services.modelserver.profile import LaunchProfile
 from tests.e2e.test_full_stack import executor_url  # noqa: F401  (a fixture)
 from tests.gateway.helpers import serve, settings_for
 from tests.vllm_server import (
     REPO_ROOT,
-    VLLM_VENV,
+    VLLMProcess,
     _free_port,
-    _offline_env,
-    _stop,
-    _tail,
-    _unavailable,
     build_tiny_model,
+    started_vllm,
+    vllm_python,
 )
 from training.annotation import read_annotations
 
@@ -58,39 +53,24 @@ MAX_LORA_RANK = 8
 def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """vLLM CPU serving the tiny model as lumos-plan/lumos-ground, adapters loadable at run
     time (`--enable-lora`, VLLM_ALLOW_RUNTIME_LORA_UPDATING): (base URL, model folder)."""
-    python = VLLM_VENV / "bin" / "python"
-    if not python.exists():
-        _unavailable(f"{VLLM_VENV} is missing; create it with scripts/setup_vllm.sh")
+    python = vllm_python()
     model_dir = build_tiny_model(python)
-    port = _free_port()
     profile = LaunchProfile(
         model=str(model_dir),
         served_model_names=["lumos-plan", "lumos-ground"],
         host="127.0.0.1",
-        port=port,
+        port=_free_port(),
         cpu_kvcache_space_gib=1,
         extra_args=["--enable-lora", "--max-lora-rank", str(MAX_LORA_RANK), "--max-loras", "2"],
     )
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    env = {
-        **_offline_env(),
-        **environment(profile, "cpu"),
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command(profile, "cpu", python=str(python)), stdout=log, stderr=subprocess.STDOUT,
-            env=env, cwd=REPO_ROOT, start_new_session=True,
-        )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            asyncio.run(wait_ready(base_url, float(os.environ.get("LUMOS_VLLM_STARTUP_S", 600))))
-        except Exception as exc:
-            pytest.fail(f"{exc}\n--- {log_path} ---\n{_tail(log_path)}", pytrace=False)
-        yield base_url, model_dir
-    finally:
-        _stop(process)
+    server = VLLMProcess.from_profile(
+        profile,
+        python,
+        log_path=tmp_path_factory.mktemp("vllm") / "vllm.log",
+        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"},
+    )
+    with started_vllm(server):
+        yield server.url, model_dir
 
 
 async def _chat(client: openai.AsyncOpenAI, task: str) -> str:

@@ -12,6 +12,7 @@ APT_PACKAGES := redis-server chromium prometheus docker-compose
 ## test: set up what the tests need and run the whole suite
 test: setup default-model
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	LUMOS_REQUIRE_VLLM=$${LUMOS_REQUIRE_VLLM-1} LUMOS_REQUIRE_REDIS=$${LUMOS_REQUIRE_REDIS-1} \
 	LUMOS_REQUIRE_BROWSER=$${LUMOS_REQUIRE_BROWSER-1} LUMOS_REQUIRE_TOOLS=$${LUMOS_REQUIRE_TOOLS-1} \

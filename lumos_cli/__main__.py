@@ -1,8 +1,9 @@
 """The `lumos` command line: `lumos replay FILE.json`, `lumos run "task"`, `lumos eval ...`,
-`lumos bench ...`; also `python -m lumos_cli ...`.
+`lumos bench ...`, `lumos adapters ...`, `lumos runs export ...`; also `python -m lumos_cli`.
 
-Each layer offers its sub-commands as ``add_parser(subparsers)`` (`eval.cli`, `bench.cli`);
-this module, at the outer edge, gathers them, so the core (`lumos/`) imports none of them.
+Each layer offers its sub-commands as ``add_parser(subparsers)`` (`eval.cli`, `bench.cli`,
+`training.runs_export`, `lumos_cli.adapters`); this module, at the outer edge, gathers them,
+so the core (`lumos/`) imports none of them.
 """
 
 from __future__ import annotations

@@ -62,7 +62,9 @@ async def test_a_burst_beyond_the_queue_cap_is_refused_with_429_and_retry_after(
         metrics = (await client.get("/metrics")).text
     accepted = [first] + [a for a in answers if a.status_code == 202]
     refused = [a for a in answers if a.status_code == 429]
-    print(f"\nburst: {BURST + 1} runs at a cap of {CAP}: {len(accepted)} accepted, {len(refused)} 429")
+    print(
+        f"\nburst: {BURST + 1} runs at a cap of {CAP}: {len(accepted)} accepted, {len(refused)} 429"
+    )
     assert len(accepted) == CAP and len(refused) == BURST - CAP + 1, [
         a.status_code for a in answers
     ]

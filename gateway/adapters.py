@@ -10,14 +10,16 @@ pool, the adapter was trained on the model the servers serve, and its rank fits 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 
-from gateway.route_table import Pool
+from gateway.route_table import LiveRoutes, Pool
 
+log = logging.getLogger("gateway.adapters")
 TIMEOUT_S = 120.0  # vLLM reads the weights before it answers
 
 
@@ -192,3 +194,36 @@ class AdapterLoader:
         return f"{url} refused to {what} the adapter ({response.status_code}): " + (
             said or response.text[:500]
         )
+
+
+async def restore(loader: AdapterLoader, live: LiveRoutes) -> list[tuple[str, str]]:
+    """Load again the run-time routes' adapters a replica lost (a model-server restart
+    forgets what was loaded at run time); the (url, adapter) pairs loaded."""
+    table = live.table
+    wanted: set[tuple[str, str, str]] = {
+        (route.pool, route.model, route.adapter)
+        for route in table.runtime_routes
+        if route.adapter is not None
+    }
+    restored = []
+    for pool_name, model, path in sorted(wanted):
+        for url in table.pools[pool_name].urls:
+            try:
+                served = await loader.served(url)
+            except AdapterError:
+                continue  # down: /readyz says so; try again next time
+            if model in served.adapters or model in served.base:
+                continue
+            if not await live.runtime_routes_to(model, pool_name):
+                break  # unloaded meanwhile (by another gateway replica perhaps)
+            body = {"lora_name": model, "lora_path": path, "load_inplace": False}
+            try:
+                response = await loader._post(url, "/v1/load_lora_adapter", body)
+            except AdapterError:
+                continue
+            if response.status_code == 200:
+                log.warning("%s had lost adapter %s (restarted?): loaded it again", url, model)
+                restored.append((url, model))
+            else:
+                log.error("%s", AdapterLoader._refusal(url, "load", response))
+    return restored

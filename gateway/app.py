@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 import redis.asyncio as aioredis
@@ -21,6 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import feedback, openai_api, ops, route_api, routes
+from gateway.adapters import AdapterLoader
+from gateway.adapters import restore as restore_adapters
 from gateway.errors import BodySizeLimit, install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.modules import FixedModules, ModuleProvider, RemoteModules, ScriptedModules
@@ -75,7 +78,12 @@ def create_app(
             live_routes = LiveRoutes(settings, redis)
             modules = RemoteModules(settings, http, live_routes)
             app.state.metrics.track_circuits(modules.breakers)
-        watcher = RouteWatcher(live_routes, settings.routes_poll_s)
+        restore = None
+        if live_routes is not None:  # adapters a restarted model server lost
+            restore = partial(
+                restore_adapters, AdapterLoader(http, settings.model_api_key), live_routes
+            )
+        watcher = RouteWatcher(live_routes, settings.routes_poll_s, after_each=restore)
         watcher.start()
         app.state.routes, app.state.http = live_routes, http
         store = RunStore(redis, run_ttl_s=settings.run_ttl_s)

@@ -22,7 +22,7 @@ import re
 import signal
 import time
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -516,6 +516,16 @@ class LiveRoutes:
         await self.redis.hset(RUNTIME_ROUTES_KEY, route.key, route.model_dump_json())
         await self.refresh_runtime()
 
+    async def runtime_routes_to(self, model: str, pool: str) -> bool:
+        """Whether Redis still holds a run-time route to `model` in `pool` (read now)."""
+        if self.redis is None:
+            return False
+        for value in (await self.redis.hgetall(RUNTIME_ROUTES_KEY)).values():
+            route = json.loads(value)
+            if route.get("model") == model and route.get("pool") == pool:
+                return True
+        return False
+
     async def remove_runtime_routes(self, model: str, pool: str) -> list[str]:
         """Drop the run-time routes to `model` in `pool`; the keys removed."""
         if self.redis is None:
@@ -531,14 +541,19 @@ class LiveRoutes:
         await self.refresh_runtime()
         return sorted(gone)
 
-    async def watch(self, interval_s: float = 2.0) -> None:
-        """Poll the file and Redis every `interval_s` (a background task of the app)."""
+    async def watch(
+        self, interval_s: float = 2.0, after_each: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
+        """Poll the file and Redis every `interval_s` (a background task of the app), then
+        run `after_each` (the app restores adapters a restarted model server lost)."""
         while True:
             self.reload_file()
             try:
                 await self.refresh_runtime()
-            except Exception as exc:  # Redis away: keep the routes we have
-                log.warning("cannot read run-time routes from Redis: %r", exc)
+                if after_each is not None:
+                    await after_each()
+            except Exception as exc:  # Redis or a model server away: keep what we have
+                log.warning("route watcher: %r; trying again in %g s", exc, interval_s)
             await asyncio.sleep(interval_s)
 
 
@@ -546,9 +561,15 @@ class RouteWatcher:
     """The app's background reloads of `routes`: polling, and SIGHUP where it can be had
     (the main thread of a Unix process)."""
 
-    def __init__(self, routes: LiveRoutes | None, interval_s: float) -> None:
+    def __init__(
+        self,
+        routes: LiveRoutes | None,
+        interval_s: float,
+        after_each: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.routes = routes
         self.interval_s = interval_s
+        self.after_each = after_each
         self._task: asyncio.Task[None] | None = None
         self._sighup = False
 
@@ -556,7 +577,9 @@ class RouteWatcher:
         if self.routes is None:
             return
         routes = self.routes
-        self._task = asyncio.create_task(routes.watch(self.interval_s), name="route watcher")
+        self._task = asyncio.create_task(
+            routes.watch(self.interval_s, self.after_each), name="route watcher"
+        )
         try:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: routes.reload_file(force=True)

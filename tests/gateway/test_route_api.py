@@ -382,3 +382,29 @@ async def test_readyz_names_each_route_whose_pool_does_not_serve_its_model(
     assert checks["grounder"]["status"] == "ok"
     assert "maths/*/grounder -> tiny" in checks["grounder"]["detail"]
     assert "webshop/*/* -> base-b" in checks["grounder"]["detail"]
+
+
+async def test_an_adapter_a_restarted_server_lost_is_loaded_again(tmp_path, redis_url, servers):
+    async with (
+        serve(servers["a0"].app) as a0,
+        serve(servers["a1"].app) as a1,
+        serve(servers["b"].app) as b,
+        serve(executor_app()) as executor,
+    ):
+        path = route_file(tmp_path / "routes.yaml", [a0, a1], b)
+        settings = settings_for(
+            redis_url, routes_file=str(path), executor_url=executor, routes_poll_s=0.1
+        )
+        folder = adapter_folder(tmp_path, "ground-v2")
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+            body = {"name": "ground-v2", "path": folder, "pool": "a", "routes": ["*/*/grounder"]}
+            assert (await c.post("/agent/adapters", json=body)).status_code == 200
+            del servers["a1"].adapters["ground-v2"]  # a1 restarted: run-time adapters gone
+
+            async def back() -> bool:
+                return servers["a1"].adapters.get("ground-v2") == folder
+
+            await wait_for(back)
+            ready = await c.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert servers["a0"].adapters["ground-v2"] == folder

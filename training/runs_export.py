@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from gateway.runs import RunFeedback, RunRecord, RunStatus
 from gateway.store import PREFIX, RunStore
 from lumos.agent import steps_from_events
+from lumos.jsonl import JsonlError, json_object, read_jsonl
 from lumos.trace import Formulation, RunEvent
 from training.annotation import Annotation, write_jsonl
 from training.validate import same_number
@@ -218,26 +219,31 @@ def select(
     return kept, report
 
 
+def _prediction(value: Any) -> dict[str, Any]:
+    """A predictions record: an object with run_id, correct and gold."""
+    record = json_object(value)
+    missing = [key for key in ("run_id", "correct", "gold") if key not in record]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    return record
+
+
 def judged_by_evaluation(paths: Iterable[Path]) -> dict[str, RunFeedback]:
     """Feedback from `lumos eval run` predictions files: run id -> score 1 (scored correct:
     the evaluation confirmed the answer) or 0 with the gold answer as the corrected one."""
     judged = {}
     for path in paths:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            records = [record for _, record in read_jsonl(path, _prediction)]
         except OSError as exc:
             raise RunExportError(f"cannot read --eval-predictions {path}: {exc}") from None
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                run_id, correct, gold = record["run_id"], record["correct"], record["gold"]
-            except (ValueError, KeyError, TypeError):
-                raise RunExportError(
-                    f"{path}:{lineno} is not a predictions record of `lumos eval run` "
-                    "(JSON with run_id, correct and gold)"
-                ) from None
+        except JsonlError as exc:
+            raise RunExportError(
+                f"{path}:{exc.line} is not a predictions record of `lumos eval run` "
+                "(JSON with run_id, correct and gold)"
+            ) from None
+        for record in records:
+            run_id, correct, gold = record["run_id"], record["correct"], record["gold"]
             if not run_id:
                 continue  # the question never got a run
             gold_text = gold if isinstance(gold, str) else json.dumps(gold, ensure_ascii=False)

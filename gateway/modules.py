@@ -397,7 +397,7 @@ class FixedModules:
 
 
 class ScriptedSpec(BaseModel):
-    """A replay-style recording (`python -m lumos replay` input; other keys are ignored)."""
+    """A replay-style recording (`lumos replay` input; other keys are ignored)."""
 
     planner_outputs: list[str]
     grounder_outputs: list[str]

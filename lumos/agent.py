@@ -1,7 +1,7 @@
 """The Lumos agent loop: plan -> ground -> execute, results fed back, until the planner stops.
 
 The loop is written against three small interfaces, so it runs the same against real
-model servers, scripted models in tests, or a recorded run (`python -m lumos replay`).
+model servers, scripted models in tests, or a recorded run (`lumos replay`).
 It yields a `RunEvent` for everything that happens; callers stream and store them.
 
 Lumos-Iterative::

@@ -17,6 +17,10 @@ from bench.processes import Stack, say
 from bench.stats import summarize
 from bench.vllm_metrics import GENERATED, PROMPT, counters
 
+CUTS = "lumos_grounding_cuts_total"
+PARSE = "lumos_grounding_parse_failures_total"
+GROUNDING_COUNTERS = (CUTS, PARSE)
+
 # The e2e tests' task: under the action grammar the tiny model's groundings of it parse.
 TASK = "Tom has 3 boxes of 12 pencils and gives away 7. How many pencils are left?"
 
@@ -69,8 +73,10 @@ def run(out_dir: Path, *, levels: list[int], max_steps: int, waves: int = 1) -> 
         for c in levels:
             n = c * waves
             before = counters(model_url, (GENERATED, PROMPT))
+            cuts_before = counters(gateway, GROUNDING_COUNTERS)
             load = asyncio.run(run_load(gateway, [payload] * n, c))
             after = counters(model_url, (GENERATED, PROMPT))
+            cuts_after = counters(gateway, GROUNDING_COUNTERS)
             ok = load.ok
             generated = after[GENERATED] - before[GENERATED]
             level: dict[str, Any] = {
@@ -84,6 +90,9 @@ def run(out_dir: Path, *, levels: list[int], max_steps: int, waves: int = 1) -> 
                 "prompt_tokens": after[PROMPT] - before[PROMPT],
                 "steps_per_run": sum(s.steps for s in load.samples) / n,
                 "latency_s": summarize([s.latency_s for s in load.samples]),
+                # groundings cut at max_tokens whose complete actions ran; cut before any
+                "grounding_cuts_kept": cuts_after[CUTS] - cuts_before[CUTS],
+                "grounding_parse_failures": cuts_after[PARSE] - cuts_before[PARSE],
             }
             errors = [s.error for s in load.samples if s.error]
             if errors:
@@ -93,7 +102,8 @@ def run(out_dir: Path, *, levels: list[int], max_steps: int, waves: int = 1) -> 
                 f"concurrency {c:>2}: {n} runs in {load.wall_s:.1f} s, {level['runs_per_s']:.2f} runs/s, "
                 f"{level['generated_tokens_per_s']:.0f} gen tok/s, latency p50 "
                 f"{level['latency_s']['p50']:.2f} s p95 {level['latency_s']['p95']:.2f} s, "
-                f"{level['failed']} not succeeded"
+                f"{level['failed']} not succeeded, groundings cut and kept "
+                f"{level['grounding_cuts_kept']:g}, unparsable {level['grounding_parse_failures']:g}"
             )
     result = {
         "setup": f"real gateway + executor + Redis, vLLM CPU (tiny random model, both modules), "

@@ -85,6 +85,11 @@ class GatewayMetrics:
             "Grounder outputs that were not a valid action list.",
             registry=r,
         )
+        self.grounding_cuts = Counter(
+            "lumos_grounding_cuts",
+            "Groundings cut by the token limit whose complete actions ran (the cut one dropped).",
+            registry=r,
+        )
         self.run_errors = Counter(
             "lumos_run_errors",
             "Runs that ended with an error, by reason (planner_failed, deadline_exceeded, ...).",
@@ -136,6 +141,8 @@ class GatewayMetrics:
                 tokens = int(ev.data.get(f"{kind}_tokens") or 0)
                 if tokens:
                     self.module_tokens.labels(module, kind).inc(tokens)
+        if ev.type == "actions" and "cut_at_token_limit" in ev.data:
+            self.grounding_cuts.inc()
         if ev.type == "results":
             for executed in ev.data.get("executed", []):
                 self.tool_latency.labels(executed["name"]).observe(

@@ -11,6 +11,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.metrics import GatewayMetrics
 from gateway.modules import MAX_TOKENS, CompletionModule
 from lumos.actions import Action, complete_actions, format_actions, parse_actions
 from lumos.agent import Agent, AgentConfig, Generation
@@ -64,6 +65,10 @@ async def test_a_cut_grounding_runs_its_complete_actions_and_the_run_goes_on():
     assert actions["cut_at_token_limit"] == {"dropped": "; R2 = Calculator(R1*", "kept_actions": 1}
     assert events[3].data["executed"][0]["values"] == ["5"]
     assert events[-1].data["answer"] == "5"
+    metrics = GatewayMetrics()
+    for ev in events:
+        metrics.observe_event(ev)
+    assert b"lumos_grounding_cuts_total 1.0" in metrics.exposition()[0]
 
 
 async def test_a_grounding_cut_before_its_first_action_is_complete_fails_saying_so():

@@ -5,7 +5,9 @@ starts, serving the released checkpoint (or adapter) of that domain, module and 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from services.modelserver.adapters import (
     server_env,
 )
 from services.modelserver.registry import RELEASED, checkpoint
+from tests.deploy.tools import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTES = REPO / "routes"
@@ -157,3 +160,30 @@ def test_make_run_routes_maths_to_lumos_mini_and_the_rest_to_the_base_model():
         "domain's prompts"
     )
     assert local.domains_line(None).startswith("no trained modules")
+
+
+def test_docker_compose_reads_the_domain_host_file_and_needs_its_domain():
+    binary = require_binary("docker-compose", "docker-compose")
+    host_file = ["-f", str(REPO / "docker-compose.domain-host.yml")]
+
+    def config(*args: str, domain: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "LUMOS_DOMAIN"}
+        if domain is not None:
+            env["LUMOS_DOMAIN"] = domain
+        return subprocess.run(
+            [binary, *host_file, *args, "config"], cwd=REPO, env=env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    full = config("--profile", "onetime", domain="maths")
+    assert full.returncode == 0, full.stderr
+    services = yaml.safe_load(full.stdout)["services"]
+    assert services["plan-onetime"]["command"][0] == checkpoint("maths", "plan", "onetime")
+    web = config(domain="web_agent")  # no onetime checkpoints: their profile stays off
+    assert web.returncode == 0, web.stderr
+    started = [
+        n for n, s in yaml.safe_load(web.stdout)["services"].items() if not s.get("profiles")
+    ]
+    assert sorted(started) == ["ground-iterative", "plan-iterative"]
+    missing = config(domain=None)
+    assert missing.returncode != 0 and "set LUMOS_DOMAIN" in missing.stderr

@@ -251,7 +251,12 @@ async def unload_adapter(name: str, pool: str, request: Request, principal: Oper
     pool_spec = live.table.pools.get(pool)
     if pool_spec is None:
         raise APIError(422, "unknown_pool", f"no pool {pool!r} in {live.table.source}")
-    in_file = [r.key for r in live.table.file_routes if r.model == name and r.pool == pool]
+    runtime = {id(r) for r in live.table.runtime_routes}  # a file route they replace is idle
+    in_file = [
+        r.key
+        for r in live.table.routes
+        if r.model == name and r.pool == pool and id(r) not in runtime
+    ]
     if in_file:
         raise APIError(
             409,

@@ -315,6 +315,11 @@ async def test_lumos_adapters_loads_on_every_replica_routes_runs_to_it_and_unloa
             listed = capsys.readouterr().out
             assert await cli("unload", "plan-v1", "--pool", "a") == 2  # the file routes it
             assert "adapter_routed_by_file" in capsys.readouterr().err
+            # ... until a run-time route replaces the file's route to it
+            replace = ["load", "plan-v2", folder, "--pool", "a", "--route", "maths/*/planner"]
+            assert await cli(*replace, "--replace") == 0
+            assert await cli("unload", "plan-v1", "--pool", "a") == 0
+            assert "unloaded plan-v1" in capsys.readouterr().out
             assert await cli("unload", "ground-maths", "--pool", "a") == 0
             after = await c.post(
                 "/agent/run", json={"task": "2+2?", "domain": "maths"}, headers=headers

@@ -21,11 +21,13 @@ COPY pyproject.toml ./
 # the core, then the service's own package.
 COPY lumos ./lumos
 
-# The gateway imports the core and gateway/ only.
+# The gateway imports the core and gateway/ only. The `lumos` command (lumos_cli/) gathers
+# packages the images leave out, so its script goes too.
 FROM build AS build-gateway
 COPY gateway ./gateway
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    /opt/venv/bin/pip install ${LUMOS_PIP_OFFLINE:+--no-index} --find-links /wheelhouse .
+    /opt/venv/bin/pip install ${LUMOS_PIP_OFFLINE:+--no-index} --find-links /wheelhouse . \
+    && rm /opt/venv/bin/lumos
 
 # The executor imports the core and services/executor/ only; its web tools drive a browser
 # through Playwright.
@@ -33,7 +35,8 @@ FROM build AS build-executor
 COPY services/__init__.py ./services/
 COPY services/executor ./services/executor
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    /opt/venv/bin/pip install ${LUMOS_PIP_OFFLINE:+--no-index} --find-links /wheelhouse '.[web]'
+    /opt/venv/bin/pip install ${LUMOS_PIP_OFFLINE:+--no-index} --find-links /wheelhouse '.[web]' \
+    && rm /opt/venv/bin/lumos
 
 FROM ${PYTHON_IMAGE} AS runtime
 # HOME=/tmp: the one writable place when Kubernetes mounts the root file system read-only.

@@ -100,7 +100,9 @@ class Stack:
         say(f"redis ready on port {port}")
         return f"redis://127.0.0.1:{port}/0"
 
-    def executor(self, redis_url: str) -> str:
+    def executor(self, redis_url: str | None = None) -> str:
+        """The executor, its results cached in `redis_url` (none: no cache); ready when its
+        tools are built."""
         port = free_port()
         child = self.start(
             "executor",
@@ -108,12 +110,12 @@ class Stack:
             {
                 "LUMOS_EXECUTOR_HOST": "127.0.0.1",
                 "LUMOS_EXECUTOR_PORT": str(port),
-                "LUMOS_EXECUTOR_REDIS_URL": redis_url,
                 "LUMOS_EXECUTOR_LOG_LEVEL": "warning",
+                **({"LUMOS_EXECUTOR_REDIS_URL": redis_url} if redis_url else {}),
             },
         )
         url = f"http://127.0.0.1:{port}"
-        self.wait_http(child, f"{url}/healthz", 120)
+        self.wait_http(child, f"{url}/readyz", 120)
         return url
 
     def gateway(
@@ -151,11 +153,11 @@ class Stack:
         self.wait_http(child, f"{url}/readyz", 120)
         return url
 
-    def scripted_model(self) -> str:
+    def scripted_model(self, steps: int | None = None, name: str = "scripted-model") -> str:
+        """`bench.scripted_server`: its maths run, or the counting run of `steps` steps."""
         port = free_port()
-        child = self.start(
-            "scripted-model", [sys.executable, "-m", "bench.scripted_server", "--port", str(port)]
-        )
+        argv = [sys.executable, "-m", "bench.scripted_server", "--port", str(port)]
+        child = self.start(name, argv + (["--steps", str(steps)] if steps is not None else []))
         url = f"http://127.0.0.1:{port}"
         self.wait_http(child, f"{url}/health", 60)
         return url

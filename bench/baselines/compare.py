@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench.output import write_json
-from bench.processes import Stack, free_port, say
+from bench.processes import Stack, say
 from bench.scripted_server import COUNTING_TASK as TASK
 from bench.scripted_server import counting_answer
 from bench.stats import summarize
@@ -263,28 +262,8 @@ async def measure(
 
 
 def start_servers(stack: Stack, steps: int) -> tuple[str, str]:
-    """The recording model server and the real executor; their base URLs."""
-    port = free_port()
-    model = stack.start(
-        "recording-model",
-        [sys.executable, "-m", "bench.scripted_server", "--port", str(port),
-         "--steps", str(steps)],
-    )  # fmt: skip
-    model_url = f"http://127.0.0.1:{port}"
-    stack.wait_http(model, f"{model_url}/health", 60)
-    port = free_port()
-    executor = stack.start(
-        "executor",
-        [sys.executable, "-m", "services.executor"],
-        {
-            "LUMOS_EXECUTOR_HOST": "127.0.0.1",
-            "LUMOS_EXECUTOR_PORT": str(port),
-            "LUMOS_EXECUTOR_LOG_LEVEL": "warning",
-        },
-    )
-    executor_url = f"http://127.0.0.1:{port}"
-    stack.wait_http(executor, f"{executor_url}/readyz", 120)
-    return model_url, executor_url
+    """The recording model server and the real executor (no cache); their base URLs."""
+    return stack.scripted_model(steps, name="recording-model"), stack.executor()
 
 
 def run(runs: int, steps: int, out_dir: Path | None, warmup: int = 10) -> dict[str, Any]:

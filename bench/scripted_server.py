@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lumos.prompts import USER
 
-# A maths run of three steps, then the planner stops (as in the gateway tests).
+# A maths run of three steps, then the planner stops (the gateway tests' recorded run too).
 TASK = "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest for $2 each. How much?"
 PLANS = [
     "Subgoal 1: Calculate how many eggs are left.",

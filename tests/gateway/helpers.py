@@ -13,17 +13,11 @@ from typing import Any
 import httpx
 import uvicorn
 
+# The recorded maths run the benchmarks' scripted model server plays, too.
+from bench.scripted_server import GROUNDS, PLANS, TASK
 from gateway.settings import GatewaySettings
 from lumos.agent import Generation
 
-TASK = "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest for $2 each. How much?"
-PLANS = [
-    "Subgoal 1: Calculate how many eggs are left.",
-    "No, I will keep planning. Subgoal 2: Calculate the money she makes.",
-    "No, I will keep planning. Subgoal 3: Double-check the money.",
-    "Yes, I will stop planning.",
-]
-GROUNDS = ["R1 = Calculator(16-3-4)", "R2 = Calculator(R1*2)", "R3 = Calculator(R2*1)"]
 RESULTS = {"R1": "9", "R2": "18", "R3": "18"}
 STEPS = len(GROUNDS)
 

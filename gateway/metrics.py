@@ -85,6 +85,12 @@ class GatewayMetrics:
             "Grounder outputs that were not a valid action list.",
             registry=r,
         )
+        self.runs_resumed = Counter(
+            "lumos_runs_resumed",
+            "Runs taken over by a worker after their previous worker stopped (died, shut down, "
+            "or lost its lease): each a `resumed` event.",
+            registry=r,
+        )
         self.grounding_cuts = Counter(
             "lumos_grounding_cuts",
             "Groundings cut by the token limit whose complete actions ran (the cut one dropped).",
@@ -141,6 +147,8 @@ class GatewayMetrics:
                 tokens = int(ev.data.get(f"{kind}_tokens") or 0)
                 if tokens:
                     self.module_tokens.labels(module, kind).inc(tokens)
+        if ev.type == "resumed":
+            self.runs_resumed.inc()
         if ev.type == "actions" and "cut_at_token_limit" in ev.data:
             self.grounding_cuts.inc()
         if ev.type == "results":

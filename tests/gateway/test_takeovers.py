@@ -147,6 +147,8 @@ async def test_a_taken_over_run_says_so_and_its_view_counts_only_the_attempt_tha
         body = await _finished(client, run_id)
         async with client.stream("GET", f"/agent/runs/{run_id}/events") as resp:
             streamed = [line async for line in resp.aiter_lines() if line.startswith("data:")]
+        metrics = (await client.get("/metrics")).text
+    assert "lumos_runs_resumed_total 1.0" in metrics
 
     assert body["status"] == "succeeded" and body["answer"] == "18", body
     events = events_of(redis.Redis.from_url(redis_url, decode_responses=True), run_id)

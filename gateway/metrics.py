@@ -36,7 +36,9 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self._circuits: CircuitCollector | None = None
+        # Empty until the app tracks its model servers' breakers; the series exist anyway.
+        self._circuits = CircuitCollector(CircuitBreakers())
+        r.register(self._circuits)
         self.run_duration = Histogram(
             "lumos_run_duration_seconds",
             "Wall time of a finished run from its first start, by outcome "
@@ -173,11 +175,8 @@ class GatewayMetrics:
         self.run_steps.labels(domain, formulation).observe(steps)
 
     def track_circuits(self, breakers: CircuitBreakers) -> None:
-        """Expose the model servers' circuit breakers (lumos/circuit.py), read at scrape."""
-        if self._circuits is not None:
-            self.registry.unregister(self._circuits)
-        self._circuits = CircuitCollector(breakers)
-        self.registry.register(self._circuits)
+        """Expose these model servers' circuit breakers (lumos/circuit.py), read at scrape."""
+        self._circuits.breakers = breakers
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

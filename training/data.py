@@ -3,17 +3,22 @@
 A training file is JSON lines of either kind, told apart by each line's keys:
 released Lumos records (``messages``; `training.released`) or our annotations (``steps``;
 `training.annotation`). Annotations of the evaluation datasets we also annotate (GSM8K,
-SVAMP) whose question is in the test split are dropped (`eval.split`).
+SVAMP) whose question is in the test split are dropped (`eval.split`), and so is an
+annotation of any other source whose task is one of those held-out questions word for word
+(runs exported from the gateway say only their domain, ``maths``; a run of `lumos eval
+--split test` must not train the model it evaluates).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.datasets import DatasetError, get_benchmark, load_questions
 from eval.split import is_test
 from lumos.jsonl import read_jsonl
 from lumos.trace import Formulation
@@ -23,6 +28,30 @@ from training.released import ReleasedRecord, to_annotation
 from training.render import Module, RenderError, render
 
 EVAL_DATASETS = frozenset({"gsm8k", "svamp"})
+
+
+@functools.cache
+def held_out_tasks() -> frozenset[str]:
+    """The task texts of the GSM8K and SVAMP test split (`eval.split`), stripped.
+
+    Read from the evaluation data (`eval.data_dir`); a benchmark whose file is missing
+    there adds none (its annotations are still caught by their dataset's name).
+    """
+    tasks: set[str] = set()
+    for name in sorted(EVAL_DATASETS):
+        try:
+            questions = load_questions(get_benchmark(name), split="test")
+        except (DatasetError, OSError):
+            continue
+        tasks.update(q.task.strip() for q in questions)
+    return frozenset(tasks)
+
+
+def is_held_out(dataset: str, task: str) -> bool:
+    """Whether an annotation's question is one evaluation holds out from training."""
+    if dataset in EVAL_DATASETS:
+        return is_test(task)
+    return task.strip() in held_out_tasks()
 
 
 @dataclass
@@ -100,7 +129,7 @@ def load_examples(
                     report.one_step_dropped += 1
                     continue
                 one_step += 1
-            if exclude_test and annotation.dataset in EVAL_DATASETS and is_test(annotation.task):
+            if exclude_test and is_held_out(annotation.dataset, annotation.task):
                 report.test_dropped += 1
                 continue
             try:

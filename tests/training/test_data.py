@@ -90,3 +90,27 @@ def test_one_step_annotations_over_the_cap_are_dropped_multi_step_ones_kept(
     keep = {a.id for a in several} | {a.id for a in one[:3]}
     assert capped == [e for a, e in zip(passed, everything, strict=True) if a.id in keep]
     assert load(max_one_step=-1)[0] == everything
+
+
+def test_annotations_of_another_source_are_dropped_when_their_task_is_a_held_out_question(
+    svamp_rows, tiny_tokenizer, tmp_path
+) -> None:
+    # Runs exported from the gateway (training.runs_export) name their domain, not the
+    # benchmark: a run of `lumos eval --split test` must still never reach training.
+    rows = svamp_rows[:60]
+    train, test = split(rows, lambda r: task_of("svamp", r))
+    annotations = annotate_rules("svamp", rows).passed
+    for a in annotations:
+        a.dataset = "maths"
+    path = tmp_path / "runs.jsonl"
+    write_jsonl(path, annotations)
+    examples, report = load_examples([path], "plan", "iterative", tiny_tokenizer, 1024)
+    held_out = {task_of("svamp", r) for r in test}
+    assert report.test_dropped == sum(a.task in held_out for a in annotations) == len(test)
+    assert len(examples) == report.annotations - len(test) and len(train) > 0
+    # a task that differs from every held-out question is kept, whatever its hash
+    for a in annotations:
+        a.task = a.task + " Answer in words."
+    write_jsonl(path, annotations)
+    _, reworded = load_examples([path], "plan", "iterative", tiny_tokenizer, 1024)
+    assert reworded.test_dropped == 0

@@ -68,8 +68,8 @@ class SoakReport:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
-def stack_processes(root_pid: int) -> dict[str, int]:
-    """Name -> pid of every process under `root_pid` (the supervisor included)."""
+def children_by_parent() -> dict[int, list[int]]:
+    """Parent pid -> the pids of its children, for every process now (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -77,8 +77,14 @@ def stack_processes(root_pid: int) -> dict[str, int]:
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
-            continue
+            continue  # gone meanwhile
         children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def stack_processes(root_pid: int) -> dict[str, int]:
+    """Name -> pid of every process under `root_pid` (the supervisor included)."""
+    children = children_by_parent()
     found: dict[str, int] = {}
     todo: list[tuple[int, str]] = [(root_pid, "")]
     while todo:

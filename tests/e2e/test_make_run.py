@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.soak import children_by_parent
 from tests.gateway.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,15 +33,7 @@ def _ports() -> list[str]:
 
 
 def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
+    children = children_by_parent()
     out: set[int] = set()
     todo = [pid]
     while todo:

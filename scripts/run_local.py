@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print("the vLLM CPU build is missing (.venv-vllm): run `make vllm`")
         return 2
 
-    (RUN_DIR / "redis").mkdir(parents=True, exist_ok=True)
+    # Redis keeps its data (runs, run-time routes) across restarts of the same stack; a stack
+    # on another port (tests, benchmarks, a second stack) gets its own folder, so it never
+    # starts with another stack's state.
+    redis_dir = RUN_DIR / ("redis" if args.redis_port == 6390 else f"redis-{args.redis_port}")
+    redis_dir.mkdir(parents=True, exist_ok=True)
     redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
     executor_url = f"http://127.0.0.1:{args.executor_port}"
     gateway_url = f"http://127.0.0.1:{args.gateway_port}"
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--bind",
                 "127.0.0.1",
                 "--dir",
-                str(RUN_DIR / "redis"),
+                str(redis_dir),
                 "--appendonly",
                 "yes",
                 "--save",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -117,3 +118,15 @@ class SlowModel:
         else:
             await asyncio.sleep(self.delay_s)
         return Generation(text=self.text, prompt_tokens=10, completion_tokens=5, latency_s=0.01)
+
+
+async def until_finished(client: httpx.AsyncClient, run_id: str, timeout_s: float = 30.0) -> dict:
+    """The run's view once it is neither queued nor running (fails after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while (body := (await client.get(f"/agent/runs/{run_id}")).json())["status"] in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+    return dict(body)

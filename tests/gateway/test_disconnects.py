@@ -9,31 +9,25 @@ POST /agent/runs/{id}/cancel.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.gateway.helpers import STEPS, TASK, serve, settings_for, write_recording
+from tests.gateway.helpers import (
+    STEPS,
+    TASK,
+    serve,
+    settings_for,
+    until_finished,
+    write_recording,
+)
 
 pytestmark = [pytest.mark.redis]
 
 RUN = {"task": TASK, "domain": "maths"}
 DELAY_S = 0.2  # every module call: a run takes about 2 s
-
-
-async def _until_finished(client: httpx.AsyncClient, run_id: str) -> dict:
-    deadline = time.monotonic() + 30
-    while (body := (await client.get(f"/agent/runs/{run_id}")).json())["status"] in (
-        "queued",
-        "running",
-    ):
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.05)
-    return dict(body)
 
 
 def _completed(body: dict) -> None:
@@ -56,7 +50,7 @@ async def test_a_sync_client_that_disconnects_leaves_its_run_running_and_findabl
             found = await client.post("/agent/run", json={**RUN, "background": True}, headers=key)
             assert found.status_code == 202, found.text
             assert found.json()["status"] in ("queued", "running")
-            body = await _until_finished(client, found.json()["id"])
+            body = await until_finished(client, found.json()["id"])
     _completed(body)
     assert body["attempts"] == 1
 
@@ -78,5 +72,5 @@ async def test_a_stream_client_that_disconnects_leaves_its_run_running_and_reada
         assert first["type"] == "started" and first["run_id"] == run_id
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             assert (await client.get(f"/agent/runs/{run_id}")).json()["status"] == "running"
-            body = await _until_finished(client, run_id)
+            body = await until_finished(client, run_id)
     _completed(body)

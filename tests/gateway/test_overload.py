@@ -13,7 +13,14 @@ import redis
 
 from gateway.app import create_app
 from lumos.circuit import CircuitBreaker
-from tests.gateway.helpers import STEPS, TASK, serve, settings_for, write_recording
+from tests.gateway.helpers import (
+    STEPS,
+    TASK,
+    serve,
+    settings_for,
+    until_finished,
+    write_recording,
+)
 from tests.reliability.topology import ClosingServer
 
 pytestmark = [pytest.mark.redis]
@@ -30,17 +37,6 @@ def _metric(text: str, name: str, **labels: str) -> float:
     )
     found = re.search(pattern, text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
-
-
-async def _until_finished(client: httpx.AsyncClient, run_id: str, timeout_s: float = 30) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (body := (await client.get(f"/agent/runs/{run_id}")).json())["status"] in (
-        "queued",
-        "running",
-    ):
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.05)
-    return dict(body)
 
 
 async def test_a_burst_beyond_the_queue_cap_is_refused_with_429_and_retry_after(
@@ -83,10 +79,10 @@ async def test_a_burst_beyond_the_queue_cap_is_refused_with_429_and_retry_after(
     worker = create_app(settings_for(redis_url, modules=f"scripted:{path}", max_queued_runs=CAP))
     async with serve(worker) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         for answer in accepted:
-            assert (await _until_finished(client, answer.json()["id"]))["status"] == "succeeded"
+            assert (await until_finished(client, answer.json()["id"]))["status"] == "succeeded"
         late = await client.post("/agent/run", json=RUN)
         assert late.status_code == 202
-        assert (await _until_finished(client, late.json()["id"]))["status"] == "succeeded"
+        assert (await until_finished(client, late.json()["id"]))["status"] == "succeeded"
 
 
 def test_the_circuit_opens_after_consecutive_failures_and_half_opens_after_its_cooldown():
@@ -131,7 +127,7 @@ async def test_runs_on_a_model_server_that_stays_down_fail_fast_without_hammerin
                 (await client.post("/agent/run", json={**RUN, "deadline_s": 30})).json()["id"]
                 for _ in range(runs)
             ]
-            bodies = [await _until_finished(client, run_id) for run_id in ids]
+            bodies = [await until_finished(client, run_id) for run_id in ids]
             took = time.monotonic() - started
             metrics = (await client.get("/metrics")).text
     print(
@@ -168,7 +164,7 @@ async def test_a_run_in_flight_when_redis_restarts_finishes_once_redis_is_back(
         server.stop(graceful=False)
         down = await client.post("/agent/run", json=RUN)
         server.start()
-        body = await _until_finished(client, run_id, timeout_s=60)
+        body = await until_finished(client, run_id, timeout_s=60)
     assert down.status_code == 503 and down.headers["Retry-After"] == "2"
     assert body["status"] == "succeeded", body
     assert body["answer"] == "18"

@@ -34,6 +34,7 @@ from tests.gateway.helpers import (
     TASK,
     serve,
     settings_for,
+    until_finished,
     write_recording,
 )
 from tests.gateway.test_failover import GatewayProcess, events_of, queued_run
@@ -65,17 +66,6 @@ class LoopBlockingPlanner:
         return await self.inner.generate(prompt, regex=regex)
 
 
-async def _finished(client: httpx.AsyncClient, run_id: str, timeout_s: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (body := (await client.get(f"/agent/runs/{run_id}")).json())["status"] in (
-        "queued",
-        "running",
-    ):
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.05)
-    return dict(body)
-
-
 async def test_a_worker_whose_event_loop_is_blocked_keeps_its_run_against_every_worker(
     redis_url, tmp_path
 ):
@@ -103,7 +93,7 @@ async def test_a_worker_whose_event_loop_is_blocked_keeps_its_run_against_every_
         try:
             other.wait_healthy()  # blocks this loop too, for as long as it starts
             planner.go.set()
-            body = await _finished(client, run_id)
+            body = await until_finished(client, run_id)
         finally:
             other.stop()
     assert planner.blocked
@@ -144,7 +134,7 @@ async def test_a_taken_over_run_says_so_and_its_view_counts_only_the_attempt_tha
     await raw.aclose()
     settings = settings_for(redis_url, modules=f"scripted:{path}", claim_idle_ms=100)
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
-        body = await _finished(client, run_id)
+        body = await until_finished(client, run_id)
         async with client.stream("GET", f"/agent/runs/{run_id}/events") as resp:
             streamed = [line async for line in resp.aiter_lines() if line.startswith("data:")]
         metrics = (await client.get("/metrics")).text
